@@ -22,7 +22,7 @@ setuptools.setup(
     url=cfg['git_url'], python_requires=f">={cfg['min_python']}",
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',
     packages=setuptools.find_packages(include=['txc', 'txc.*']), include_package_data=True,
-    package_data={'txc': ['assets/*']},
+    package_data={'txc': ['assets/*', 'assets/templates/*']},
     install_requires=requirements, extras_require={'dev': dev_requirements},
     entry_points={'console_scripts': ['txc=txc.cli:main'], 'nbdev': ['txc=txc._modidx:d']},
     zip_safe=False,
