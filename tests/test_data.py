@@ -1,5 +1,5 @@
 "Bad-input catalogue and end-to-end checks for txc.data: prepare text files, load .pt files safely, fixed splits."
-import json, os, pickle, time
+import json, os, pickle
 
 import pytest
 import torch
@@ -192,10 +192,8 @@ def test_bundled_splits():
     assert not (held & mlm_sources) and len(mlm_texts()) == sum(source_split(r['source']) == 'train' for r in corpus)
 
 
-def test_prepare_whole_bundled_corpus_fast(tmp_path, vocab):
-    t = time.time()
+def test_prepare_whole_bundled_corpus(tmp_path, vocab):
     info = prepare_dataset('bundled', vocab, tmp_path / 'mlm')
-    assert time.time() - t < 120, time.time() - t  # about 20 s on 2 idle cores; loose so a busy CI box does not flake
     assert info['counts'] == dict(train=len(mlm_texts()), val=1000, test=1000)
     ds = load_tensor_dataset(tmp_path / 'mlm' / 'train.pt', require_labels=False)
     assert ds.tensors[0].shape == (len(mlm_texts()), 128)
