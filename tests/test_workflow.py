@@ -1,0 +1,80 @@
+"The seed's Cheat Sheet, command for command, as subprocesses, with the config edits a user would make in between."
+import csv, json, subprocess, sys
+from pathlib import Path
+import yaml
+from conftest import ROOT, run_txc
+
+def run_py(script, *args, cwd):
+    res = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, (script, args, res.stdout, res.stderr)
+    return res
+
+def edit_config(path, edit):
+    "Load config.yaml as plain YAML, let `edit` change the dict, write it back — what a user does in an editor."
+    data = yaml.safe_load(path.read_text()); edit(data); path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+def rows(path): return list(csv.DictReader(open(path)))
+
+def make_data(d):
+    "A tiny vocab, MLM datasets and labelled datasets through `txc tokenizer` and `txc prepare`."
+    words = 'kernel driver python library sound video network editor font mail synth audio codec'.split()
+    lines = [('chess game ' if i % 2 else '') + ' '.join(words[(i * k + j) % len(words)] for j in range(8)) for i in range(120) for k in (1, 3)]
+    (d / 'corpus.txt').write_text('\n'.join(lines) + '\n')
+    labelled = [json.dumps(dict(text=l, label='games' if l.startswith('chess') else 'other')) for l in lines]
+    (d / 'labelled.jsonl').write_text('\n'.join(labelled) + '\n')
+    assert run_txc('tokenizer', '--input', d / 'corpus.txt', '--vocab-size', 128, '--out', d / 'vocab', '--max-length', 32).returncode == 0
+    for src, out, extra in [('corpus.txt', 'mlm', []), ('labelled.jsonl', 'cls', ['--label-field', 'label'])]:
+        res = run_txc('prepare', '--input', d / src, '--tokenizer', d / 'vocab', '--out', d / out, '--max-length', 32, *extra)
+        assert res.returncode == 0, res.stderr
+    return json.loads((d / 'vocab' / 'tokenizer.json').read_text())
+
+def tiny(d, data_dir, kind):
+    def edit(c):
+        c['tokenizer']['vocab_dir'] = str(d / 'vocab'); c['tokenizer']['max_length'] = 32
+        c['architecture'] = dict(vocab_size=128, hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=64)
+        c['logging'].update(log_metrics_csv=True, progress_bar=False, log_every_n_steps=1)
+        c['training'].update(epochs=1, max_steps=6, batch_size=16, eval_every_n_steps=3)
+        c['data'] = {s: {'dataset_path': str(d / data_dir / f'{s}.pt')} for s in ('train', 'val', 'test')}
+        if kind == 'finetuning':
+            c['data']['labels_path'] = str(d / data_dir / 'labels.json')
+            c['classification_head']['num_labels'] = 2
+    return edit
+
+def test_cheat_sheet(tmp_path):
+    d = tmp_path
+    make_data(d)
+    exp = d / 'experiments'
+    run_py('experiments/generate_pretraining_experiment.py', '-p', 'pre_v1', cwd=d)
+    run_py('experiments/generate_pretraining_experiment.py', '-p', 'pre_v1b', '-rp', 'pre_v1', cwd=d)
+    for name in ('pre_v1', 'pre_v1b'): edit_config(exp / 'pretraining' / name / 'config.yaml', tiny(d, 'mlm', 'pretraining'))
+    run_py('train.py', '-n', 'pre_v1', '-m', 'pretraining', cwd=d)
+    run_py('train.py', '-n', 'pre_v1b', '-m', 'pretraining', cwd=d)
+    run_py('experiments/generate_finetuning_experiment.py', '-f', 'ft_v1', '-p', 'pre_v1', cwd=d)
+    edit_config(exp / 'finetuning' / 'ft_v1' / 'config.yaml', tiny(d, 'cls', 'finetuning'))
+    run_py('train.py', '-n', 'ft_v1', '-m', 'finetuning', cwd=d)
+
+    for run in (exp / 'pretraining' / 'pre_v1', exp / 'pretraining' / 'pre_v1b', exp / 'finetuning' / 'ft_v1'):
+        assert (run / 'config.yaml').is_file()
+        assert (run / 'checkpoints' / 'model.ckpt').is_file() and (run / 'checkpoints' / 'best-model.ckpt').is_file()
+        assert list((run / 'metrics' / 'train').glob('*.csv')) and list((run / 'metrics' / 'eval').glob('*.csv'))
+    pre_steps = [int(r['step']) for r in rows(exp / 'pretraining' / 'pre_v1' / 'metrics' / 'train' / 'train.csv')]
+    resumed = [int(r['step']) for r in rows(exp / 'pretraining' / 'pre_v1b' / 'metrics' / 'train' / 'train.csv')]
+    assert pre_steps == list(range(1, 7)) and resumed[0] == pre_steps[-1] + 1, (pre_steps, resumed)   # pre_v1b continues pre_v1's count
+    test = rows(exp / 'finetuning' / 'ft_v1' / 'metrics' / 'eval' / 'test.csv')
+    assert len(test) == 1 and 0 <= float(test[0]['macro_f1']) <= 1
+
+    res = run_txc('predict', '-n', 'ft_v1', '--text', 'chess game engine', '--text', 'audio codec library', cwd=d)
+    assert res.returncode == 0, res.stderr
+    preds = [json.loads(l) for l in res.stdout.splitlines()]
+    assert [p['text'] for p in preds] == ['chess game engine', 'audio codec library']
+    assert all(p['label'] in ('games', 'other') and abs(sum(p['probabilities'].values()) - 1) < 1e-5 for p in preds)
+    (d / 'texts.txt').write_text('chess game engine\n\nsynth audio\n')
+    res = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.txt', cwd=d)
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr
+
+def test_quickstart_smoke(tmp_path):
+    res = run_txc('quickstart', '--preset', 'smoke', '--root', tmp_path / 'qs', '--no-progress', timeout=900)
+    assert res.returncode == 0, res.stderr
+    assert 'test macro-F1' in res.stdout and 'finetuning run:' in res.stdout
+    ft = tmp_path / 'qs' / 'experiments' / 'finetuning' / 'quickstart_ft'
+    assert (ft / 'checkpoints' / 'model.ckpt').is_file() and (ft / 'metrics' / 'eval' / 'test.csv').is_file()
