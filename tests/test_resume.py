@@ -30,11 +30,11 @@ def steps_logged(run_dir):
     return len(p.read_text().splitlines()) - 1 if p.exists() else 0
 
 
-CASES = {
+CASES = {  # kill_after 17 resumes mid-epoch from step 15; 13 resumes at the epoch boundary from step 10
     # MLM with dropout and accumulation: torch, collator and data-order state all matter
-    'pretraining': dict(kind='pretraining', batch_size=8, grad_accum_steps=2, checkpoint_every_n_steps=5),
+    'pretraining': dict(kind='pretraining', kill_after=17, batch_size=8, grad_accum_steps=2, checkpoint_every_n_steps=5),
     # finetuning with a freeze that lifts after epoch 0, layer-wise LR decay and early-stopping state
-    'finetuning': dict(kind='finetuning', batch_size=8, grad_accum_steps=2, checkpoint_every_n_steps=5, freeze=True,
+    'finetuning': dict(kind='finetuning', kill_after=13, batch_size=8, grad_accum_steps=2, checkpoint_every_n_steps=5, freeze=True,
                        freeze_epochs=1, layer_lr_decay=0.8, head_lr_mult=5, early_stopping_patience=5, eval_every_n_steps=4),
 }
 
@@ -42,7 +42,7 @@ CASES = {
 @pytest.mark.parametrize('case', list(CASES))
 def test_sigkill_then_resume_is_exact(tmp_path, case):
     ws = make_workspace(tmp_path / 'ws')
-    kw = dict(CASES[case]); kind = kw.pop('kind')
+    kw = dict(CASES[case]); kind, kill_after = kw.pop('kind'), kw.pop('kill_after')
     cfg = tiny_config(ws, kind, 'a', **kw)                 # 160 rows / 8 = 20 micro-batches = 10 steps per epoch
     cfg.training.epochs = 3                                # 30 steps
     a, b = tmp_path / 'a', tmp_path / 'b'
@@ -52,12 +52,12 @@ def test_sigkill_then_resume_is_exact(tmp_path, case):
 
     proc = start(b, sleep=0.25)
     deadline = time.time() + 180
-    while steps_logged(b) < 13 and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
+    while steps_logged(b) < kill_after and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
     os.kill(proc.pid, signal.SIGKILL); proc.wait()
     killed_at = steps_logged(b)
     ck = load_checkpoint(b / 'checkpoints/last.ckpt')['trainer']
-    assert 10 <= ck['step'] < killed_at < 30, (ck, killed_at)
+    assert ck['step'] >= kill_after // 5 * 5 and ck['step'] < killed_at < 30, (ck, killed_at)
     assert (b / 'train.lock').read_text() == str(proc.pid)        # the dead run's lock is left behind
 
     cfg.training.resume = dict(is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_only_model_state=False)

@@ -2,10 +2,11 @@
 
 `python tests/train_entry.py CONFIG RUN_DIR [--sleep S]` trains the run `CONFIG` describes into `RUN_DIR`
 with `txc.training.train`, and turns a `TxcError` into one line `error: ...` with exit code 2, as the CLI does.
-`--sleep` pauses after every optimizer step, so a test can kill the process mid-run.
+`--sleep` pauses after every optimizer step, so a test can kill the process mid-run; `--die-at N` exits
+abruptly after step N on every rank (a kill that torchrun's workers all see at the same step).
 The helpers `make_workspace` and `tiny_config` build a tiny vocab, datasets and configs for the tests.
 """
-import argparse, sys, time
+import argparse, os, sys, time
 from pathlib import Path
 
 import torch
@@ -66,12 +67,20 @@ def main(argv=None):
         def __init__(self, s): self.s = s
         def after_step(self, t): time.sleep(self.s)
 
+    class DieAt(Callback):
+        order = 100                                        # after the checkpoint and the loggers of that step
+        def __init__(self, step): self.step = step
+        def after_step(self, t):
+            if t.step == self.step: os._exit(137)          # like SIGKILL: no cleanup, the lock stays behind
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('config'); p.add_argument('run_dir')
     p.add_argument('--sleep', type=float, default=0.0, help='seconds to pause after each optimizer step')
+    p.add_argument('--die-at', type=int, default=None, help='exit abruptly (os._exit) right after this optimizer step')
     a = p.parse_args(argv)
+    cbs = ([Sleep(a.sleep)] if a.sleep else []) + ([DieAt(a.die_at)] if a.die_at else [])
     try:
-        t = train(load_config(a.config), a.run_dir, callbacks=[Sleep(a.sleep)] if a.sleep else [])
+        t = train(load_config(a.config), a.run_dir, callbacks=cbs)
     except TxcError as e:
         print(f'error: {e}', file=sys.stderr); sys.exit(2)
     print(f'done: step {t.step}')
