@@ -66,7 +66,8 @@ def test_resume_weights_from_another_run(ws, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = load_checkpoint(old / 'checkpoints/model.ckpt')['model'], load_checkpoint(new / 'checkpoints/model.ckpt')['model']
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)      # an LR of 1e-12 keeps the loaded weights
-    assert read_csv(new / 'metrics/train/train.csv')[0]['step'] == 1   # weights only: a fresh optimizer and schedule
+    old_steps = read_csv(old / 'metrics/train/train.csv')[-1]['step']
+    assert read_csv(new / 'metrics/train/train.csv')[0]['step'] == old_steps + 1   # weights only: fresh optimizer, the step count goes on
 
     cfg.training.resume.load_only_model_state = False
     write_run(cfg, new)

@@ -72,14 +72,14 @@ def full_state(t, config:dict)->dict:
     rngs = gather_objects(rng_state() | dict(collator=col.state_dict() if hasattr(col, 'state_dict') else None))
     sched = t.sched.state_dict() if t.sched is not None else None
     epoch, pos = (t.epoch + 1, 0) if t.batch_in_epoch >= t.n_batches else (t.epoch, t.batch_in_epoch)   # a finished epoch
-    trainer = dict(epoch=epoch, step=t.step, batch_in_epoch=pos, world_size=len(rngs),
+    trainer = dict(epoch=epoch, step=t.step, step_offset=t.step_offset, batch_in_epoch=pos, world_size=len(rngs),
                    best_val_loss=getattr(t, 'best_val_loss', math.inf), bad_evals=getattr(t, 'bad_evals', 0))
     return dict(format='txc', kind='full', config=config, model=t.raw_model.state_dict(), optimizer=t.opt.state_dict(),
                 scheduler=sched, scaler=t.precision.scaler.state_dict(), trainer=trainer, rng=rngs)
 
-def model_state(model:nn.Module, config:dict)->dict:
-    "Weights and config only: what `model.ckpt` holds."
-    return dict(format='txc', kind='model', config=config, model=model.state_dict())
+def model_state(model:nn.Module, config:dict, step:int=0)->dict:
+    "Weights, config and the global step reached: what `model.ckpt` holds."
+    return dict(format='txc', kind='model', config=config, model=model.state_dict(), step=step)
 
 # %% ../nbs/07e_checkpoint.ipynb #f14951cc
 def load_model_state(model:nn.Module, sd:dict, strict:bool=True, source:str='checkpoint')->dict:
@@ -98,7 +98,10 @@ def load_model_state(model:nn.Module, sd:dict, strict:bool=True, source:str='che
 def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     "Load checkpoint `ck` into trainer `t`: weights, and unless `load_only_model_state`, the full state."
     load_model_state(t.raw_model, ck['model'], rcfg.strict, source)
-    if rcfg.load_only_model_state: return
+    if rcfg.load_only_model_state:          # fresh optimizer and schedule; the step count goes on from the checkpoint's
+        tr = ck.get('trainer', {})
+        t.step_offset = ck.get('step', tr.get('step', 0) + tr.get('step_offset', 0))
+        return
     if ck.get('kind') != 'full':
         raise ConfigError(f"training.resume.load_only_model_state is false but {source} holds weights only: point checkpoint_path "
                           "at checkpoints/last.ckpt or best-model.ckpt, or set load_only_model_state: true")
@@ -107,6 +110,7 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     if t.sched is not None and ck['scheduler'] is not None: t.sched.load_state_dict(ck['scheduler'])
     if ck['scaler']: t.precision.scaler.load_state_dict(ck['scaler'])
     for k in ('epoch', 'step', 'batch_in_epoch', 'best_val_loss', 'bad_evals'): setattr(t, k, ck['trainer'][k])
+    t.step_offset = ck['trainer'].get('step_offset', 0)
     env = dist_env()
     if ck['trainer']['world_size'] != env.world_size:
         warnings.warn(f"{source} was written by {ck['trainer']['world_size']} process(es), this run has {env.world_size}: training continues, but not bit-identically")
@@ -133,7 +137,7 @@ class CheckpointCB(Callback):
         if t.eval_metrics['split'] == 'val' and t.improved: self.save(t, 'best-model.ckpt')
     def after_fit(self, t):
         self.save(t, 'last.ckpt')
-        if dist_env().is_main: atomic_save(model_state(t.raw_model, self.config), self.dir / 'model.ckpt')
+        if dist_env().is_main: atomic_save(model_state(t.raw_model, self.config, t.global_step), self.dir / 'model.ckpt')
 
 # %% ../nbs/07e_checkpoint.ipynb #9217f718
 def pid_alive(pid:int)->bool:

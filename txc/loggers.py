@@ -24,7 +24,7 @@ class ThroughputCB(Callback):
         now = time.perf_counter(); dt, self.t0 = max(now - self.t0, 1e-9), now
         t.tokens_per_s = t.tokens / dt
         lr = t.lrs[0] / t.opt.param_groups[0].get('lr_mult', 1.0)           # the schedule's rate, before any group multiplier
-        t.train_row = dict(step=t.step, epoch=t.epoch, loss=t.loss, lr=lr, tokens_per_s=round(t.tokens_per_s, 1),
+        t.train_row = dict(step=t.global_step, epoch=t.epoch, loss=t.loss, lr=lr, tokens_per_s=round(t.tokens_per_s, 1),
                            grad_norm=getattr(t, 'grad_norm', None))
 
 def flat_metrics(m:dict)->dict:
@@ -109,9 +109,9 @@ class WandbCB(Callback):
         self.run = wandb.init(project=self.project, name=self.name, id=run_id, resume='allow', dir=str(self.dir),
                               mode=self.mode, config=self.config)
     def after_step(self, t):
-        if t.step % self.every == 0: self.run.log({f'train/{k}': v for k, v in t.train_row.items() if v is not None}, step=t.step)
+        if t.step % self.every == 0: self.run.log({f'train/{k}': v for k, v in t.train_row.items() if v is not None}, step=t.global_step)
     def after_eval(self, t):
         m = flat_metrics(t.eval_metrics); split = m.pop('split')
-        self.run.log({f'{split}/{k}': v for k, v in m.items()}, step=t.step)
+        self.run.log({f'{split}/{k}': v for k, v in m.items()}, step=t.global_step)
     def cleanup_fit(self, t):
         if hasattr(self, 'run'): self.run.finish()

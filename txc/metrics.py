@@ -91,7 +91,7 @@ def _run(self:EvalCB, t, stop:bool=True):
     self.last_step = t.step
     if self.collate_state is not None: self.dl.collate_fn.load_state_dict(self.collate_state)
     m = evaluate(t.raw_model, self.dl, self.make_metrics(), t.precision, t.device)
-    t.eval_metrics = dict(split=self.split, step=t.step, epoch=t.epoch, **m)
+    t.eval_metrics = dict(split=self.split, step=t.global_step, epoch=t.epoch, **m)
     t.results = getattr(t, 'results', {}) | {self.split: t.eval_metrics}
     t.improved = self.track_best and m['loss'] < t.best_val_loss
     if t.improved: t.best_val_loss, t.bad_evals = m['loss'], 0

@@ -97,6 +97,7 @@ class Trainer:
         self.device, self.loss_fn = torch.device(device), loss_fn
         self.precision = precision or Precision(self.device)
         self.epoch = self.step = self.batch_in_epoch = 0
+        self.step_offset = 0   # steps of the run this one continues from with weights only (resume -rp)
 
     def callback(self, event:str): run_cbs(self.cbs, event, self)
 
@@ -109,6 +110,10 @@ class Trainer:
             self.callback(f'after_{name}')
         finally: self.callback(f'cleanup_{name}')
 
+    @property
+    def global_step(self)->int:
+        "Steps counted across resumed runs: what logs and checkpoints record."
+        return self.step_offset + self.step
     @property
     def n_batches(self)->int:
         "Micro-batches in a whole epoch on this process."

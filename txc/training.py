@@ -142,7 +142,7 @@ def build_trainer(cfg:TxcConfig, run_dir, env:DistEnv=DistEnv(), device=None, da
     torch.manual_seed(seed + env.rank)                                       # dropout stream of this rank
     if tc.resume.is_resume: restore(t, load_checkpoint(p := resume_path(cfg, run_dir)), tc.resume, str(p))
     full = tc.resume.is_resume and not tc.resume.load_only_model_state
-    t.cbs = make_callbacks(cfg, run_dir, env, ds, eval_col, device, names, t.step if full else None) + list(callbacks)
+    t.cbs = make_callbacks(cfg, run_dir, env, ds, eval_col, device, names, t.global_step if full else None) + list(callbacks)
     return t
 
 # %% ../nbs/07f_training.ipynb #b6ff44c8
