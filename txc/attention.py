@@ -96,12 +96,17 @@ class SelfAttention(nn.Module):
     def forward(self, x:Tensor, # (B, T, H)
                 attn_mask:Optional[Tensor]=None # from `AttentionBias`
                ) -> Tensor: # (B, T, H)
-        B, T, H = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.nh, self.hd).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
+        return self.proj(self.attend(self.qkv(x), attn_mask))
+
+    def attend(self, qkv:Tensor, # (B, T, 3H) fused projections
+               attn_mask:Optional[Tensor]=None) -> Tensor: # (B, T, H), before `proj`
+        "The attention itself: split heads, RoPE, SDPA, merge heads."
+        B, T, H = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = qkv.view(B, T, 3, self.nh, self.hd).permute(2, 0, 3, 1, 4)         # 3 x (B, nh, T, hd)
         if self.rope is not None:
             cos, sin = (t.to(q.dtype) for t in self.rope(T))                          # (T, hd) each
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if attn_mask is not None and attn_mask.is_floating_point(): attn_mask = attn_mask.to(q.dtype)  # AMP
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.p_drop if self.training else 0.0)  # (B, nh, T, hd)
-        return self.proj(y.transpose(1, 2).reshape(B, T, H))                               # (B, T, H)
+        return y.transpose(1, 2).reshape(B, T, H)

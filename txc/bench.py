@@ -12,11 +12,12 @@ import torch
 
 from .config import ArchitectureConfig, MLMHeadConfig, ClassificationHeadConfig, ConfigError
 from .collate import MLMCollator, ClassificationCollator
+from .encoder import bert_state_to_txc
 from .heads import MaskedLM, Classifier
 
 # %% auto #0
-__all__ = ['matmul_peak', 'encoder_matmul_params', 'step_flops', 'bench_tokenizer', 'real_batches', 'hf_model', 'txc_model',
-           'train_step_fn', 'BenchResult', 'bench']
+__all__ = ['matmul_peak', 'encoder_matmul_params', 'step_flops', 'bench_tokenizer', 'real_batches', 'bench_arch', 'hf_model',
+           'txc_model', 'load_hf_weights', 'hf_inputs', 'loss_gap', 'train_step_fn', 'BenchResult', 'bench']
 
 # %% ../nbs/11_bench.ipynb #865b6981
 def matmul_peak(n:int=1024, reps:int=5, device:str='cpu', dtype=torch.float32)->float:
@@ -74,24 +75,54 @@ def real_batches(tok, task:str='mlm', n_batches:int=8, batch_size:int=32, max_le
     return out
 
 # %% ../nbs/11_bench.ipynb #435506ef
+def bench_arch(preset:str, vocab_size:int, max_length:int=128)->ArchitectureConfig:
+    "BERT's architecture (post-LN, learned positions, GELU, token types) at a preset's size."
+    return ArchitectureConfig(preset=preset, vocab_size=vocab_size, max_position_embeddings=max(512, max_length),
+                              norm_position='post', type_vocab_size=2, norm_eps=1e-12)
+
 def hf_model(arch:ArchitectureConfig, task:str='mlm', num_labels:int=16):
     "transformers' BertForMaskedLM / BertForSequenceClassification with `arch`'s dimensions."
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
     cfg = BertConfig(vocab_size=arch.vocab_size, hidden_size=arch.hidden_size, num_hidden_layers=arch.num_layers,
                      num_attention_heads=arch.num_heads, intermediate_size=arch.ffn_size, max_position_embeddings=arch.max_position_embeddings,
-                     hidden_dropout_prob=arch.dropout, attention_probs_dropout_prob=arch.attention_dropout,
-                     num_labels=num_labels, attn_implementation='sdpa')
+                     hidden_dropout_prob=arch.dropout, attention_probs_dropout_prob=arch.attention_dropout, layer_norm_eps=arch.norm_eps,
+                     type_vocab_size=arch.type_vocab_size, num_labels=num_labels, attn_implementation='sdpa')
     return BertForMaskedLM(cfg) if task == 'mlm' else BertForSequenceClassification(cfg)
 
 def txc_model(arch:ArchitectureConfig, task:str='mlm', num_labels:int=16):
-    return MaskedLM(arch, MLMHeadConfig()) if task == 'mlm' else Classifier(arch, ClassificationHeadConfig(num_labels=num_labels))
+    "txc's MaskedLM / Classifier (BERT's pooler: tanh hidden layer on [CLS]) for `arch`."
+    if task == 'mlm': return MaskedLM(arch, MLMHeadConfig())
+    return Classifier(arch, ClassificationHeadConfig(num_labels=num_labels, pooling='cls', hidden_size=arch.hidden_size, activation='tanh'))
 
+# %% ../nbs/11_bench.ipynb #1d6b5e29
+_HEAD_NAMES = {'cls.predictions.transform.dense.': 'head.dense.', 'cls.predictions.transform.LayerNorm.': 'head.norm.',
+               'cls.predictions.decoder.weight': 'head.decoder.weight', 'cls.predictions.bias': 'head.decoder.bias',
+               'bert.pooler.dense.': 'head.hidden.', 'classifier.': 'head.out.'}
+
+def load_hf_weights(model, hf):
+    "Copy a transformers BERT model's weights (encoder and head) into the matching txc model; returns it."
+    sd = hf.state_dict()
+    out = {f'encoder.{k}': v for k, v in bert_state_to_txc(sd, model.config.num_layers).items()}
+    out |= {b + k.removeprefix(a): v for k, v in sd.items() for a, b in _HEAD_NAMES.items() if k.startswith(a)}
+    model.load_state_dict(out, strict=True)
+    return model
+
+def hf_inputs(b:dict)->dict:
+    "A txc batch as transformers takes it: attention_mask 1 = real token."
+    return dict(input_ids=b['input_ids'], attention_mask=(~b['attention_mask']).long(), labels=b['labels'])
+
+def loss_gap(model, hf, b:dict)->float:
+    "|txc loss - transformers loss| on batch `b`, both in eval mode."
+    model.eval(); hf.eval()
+    with torch.no_grad(): return abs(model(b['input_ids'], b['attention_mask'], b['labels'])[1].item() - hf(**hf_inputs(b)).loss.item())
+
+# %% ../nbs/11_bench.ipynb #3d1dc645
 def train_step_fn(model, hf:bool, lr:float=1e-4):
     "A closure running one forward/backward/AdamW step on a batch; returns the loss."
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, foreach=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)       # one kernel for all parameters; both sides
     model.train()
     def step(b):
-        if hf: loss = model(input_ids=b['input_ids'], attention_mask=(~b['attention_mask']).long(), labels=b['labels']).loss
+        if hf: loss = model(**hf_inputs(b)).loss
         else: loss = model(b['input_ids'], b['attention_mask'], b['labels'])[1]
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
         return loss.detach()
@@ -106,14 +137,19 @@ class BenchResult:
     txc_tok_s: list = field(default_factory=list)
     hf_tok_s: list = field(default_factory=list)
     ratios: list = field(default_factory=list)
-    mfu: list = field(default_factory=list)
-    peak_flops: float = 0.0
+    flops: float = 0.0          # model FLOPs of one pass over the batches
+    txc_secs: list = field(default_factory=list)
+    peak_flops: float = 0.0     # best measured matmul FLOP/s
+    loss_gap: float = float('nan')  # |txc - transformers| loss at equal weights
     @property
     def ratio(self)->float: return statistics.median(self.ratios)
+    @property
+    def mfu(self)->float: return self.flops / statistics.median(self.txc_secs) / self.peak_flops
     def row(self)->str:
         med = statistics.median
-        return (f"{self.workload:9} {self.preset:5} txc {med(self.txc_tok_s):9,.0f} tok/s  transformers {med(self.hf_tok_s):9,.0f} tok/s  "
-                f"ratio {self.ratio:5.2f}x (median of {len(self.ratios)}; min {min(self.ratios):.2f}, max {max(self.ratios):.2f})  txc MFU {100 * med(self.mfu):4.1f}%")
+        return (f"{self.workload:8} {self.preset:5} txc {med(self.txc_tok_s):7,.0f} tok/s  transformers {med(self.hf_tok_s):7,.0f} tok/s  "
+                f"ratio {self.ratio:5.2f}x (median of {len(self.ratios)}; {min(self.ratios):.2f}-{max(self.ratios):.2f})  "
+                f"txc MFU {100 * self.mfu:4.1f}% of {self.peak_flops / 1e9:.0f} GFLOP/s  loss gap {self.loss_gap:.1e}")
 
 # %% ../nbs/11_bench.ipynb #9799fc4d
 def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_size:int=32, max_length:int=128,
@@ -122,21 +158,23 @@ def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_s
     if threads: torch.set_num_threads(threads)
     torch.manual_seed(seed)
     tok = tok or bench_tokenizer()
-    arch = ArchitectureConfig(preset=preset, vocab_size=tok.vocab_size, max_position_embeddings=max(512, max_length))
+    arch = bench_arch(preset, tok.vocab_size, max_length)
     batches = [{k: v.to(device) for k, v in b.items()} for b in real_batches(tok, task, steps, batch_size, max_length, seed)]
-    sides = {'txc': train_step_fn(txc_model(arch, task).to(device), hf=False), 'hf': train_step_fn(hf_model(arch, task).to(device), hf=True)}
+    hf = hf_model(arch, task).to(device)
+    model = load_hf_weights(txc_model(arch, task), hf).to(device)
+    res = BenchResult('mlm' if task == 'mlm' else 'finetune', preset, loss_gap=loss_gap(model, hf, batches[0]))
+    sides = {'txc': train_step_fn(model, hf=False), 'hf': train_step_fn(hf, hf=True)}
     real = sum(int((~b['attention_mask']).sum()) for b in batches)
-    n_pred = sum(int((b['labels'] != -100).sum()) if task == 'mlm' else len(b['labels']) for b in batches)
-    flops = sum(step_flops(arch, (~b['attention_mask']).sum(1).cpu(), 0, 0) for b in batches) + 6 * n_pred * (arch.hidden_size ** 2 + arch.hidden_size * (arch.vocab_size if task == 'mlm' else 16))
-    res = BenchResult('mlm' if task == 'mlm' else 'finetune', preset, peak_flops=matmul_peak(device=device))
+    res.flops = sum(step_flops(arch, (~b['attention_mask']).sum(1).cpu(), int((b['labels'] != -100).sum()) if task == 'mlm' else len(b['labels']),
+                               arch.vocab_size if task == 'mlm' else 16) for b in batches)
     for step in sides.values():
         for b in batches[:2]: step(b)                                    # warm-up
     for r in range(repeats):
-        secs = {}
+        res.peak_flops, secs = max(res.peak_flops, matmul_peak(device=device)), {}
         for name in (['txc', 'hf'] if r % 2 == 0 else ['hf', 'txc']):
             _sync(device); t0 = time.perf_counter()
             for b in batches: sides[name](b)
             _sync(device); secs[name] = time.perf_counter() - t0
         res.txc_tok_s.append(real / secs['txc']); res.hf_tok_s.append(real / secs['hf'])
-        res.ratios.append(secs['hf'] / secs['txc']); res.mfu.append(flops / secs['txc'] / res.peak_flops)
+        res.ratios.append(secs['hf'] / secs['txc']); res.txc_secs.append(secs['txc'])
     return res

@@ -14,6 +14,7 @@ from torch import nn, Tensor
 
 from .config import ArchitectureConfig, ConfigError, DataError
 from .attention import AttentionBias, SelfAttention, sinusoidal_table
+from .unpad import Packing
 
 # %% auto #0
 __all__ = ['Embeddings', 'FeedForward', 'Block', 'init_weights', 'Encoder', 'check_inputs', 'bert_state_to_txc', 'read_bert_dir']
@@ -31,11 +32,10 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(H, eps=cfg.norm_eps, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, input_ids:Tensor) -> Tensor: # (B, T) -> (B, T, H)
-        T = input_ids.shape[1]
-        x = self.tok(input_ids)                                  # (B, T, H)
-        if self.pos is not None: x = x + self.pos.weight[:T]     # (T, H) broadcast over B
-        if self.sin is not None: x = x + self.sin[:T]
+    def forward(self, input_ids:Tensor, pos:Tensor) -> Tensor: # token ids and their positions (N,) -> (N, H)
+        x = self.tok(input_ids)                                  # (N, H)
+        if self.pos is not None: x = x + self.pos(pos)
+        if self.sin is not None: x = x + self.sin[pos]
         if self.token_type is not None: x = x + self.token_type.weight[0]    # every token is segment 0
         return self.drop(self.norm(x))
 
@@ -66,11 +66,13 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x:Tensor, attn_mask:Optional[Tensor]=None) -> Tensor: # (B, T, H) -> (B, T, H)
+    def forward(self, x:Tensor, packing:Packing, # (N, H) real tokens
+                keep:Optional[Tensor]=None) -> Tensor: # (N, H), or (M, H) at the rows `keep` only
+        r = x if keep is None else x[keep]                      # residual stream of the rows computed
         if self.pre:
-            x = x + self.drop(self.attn(self.norm1(x), attn_mask))
+            x = r + self.drop(packing.attention(self.attn, self.norm1(x), keep))
             return x + self.drop(self.mlp(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, attn_mask)))
+        x = self.norm1(r + self.drop(packing.attention(self.attn, x, keep)))
         return self.norm2(x + self.drop(self.mlp(x)))
 
 # %% ../nbs/04_encoder.ipynb #2309886b
@@ -98,15 +100,22 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps, bias=cfg.bias) if cfg.norm_position == 'pre' else nn.Identity()
         init_weights(self, cfg)
 
+    bucket_width = 16
+
     def forward(self, input_ids:Tensor, # (B, T) token ids
                 attention_mask:Optional[Tensor]=None, # (B, T) bool, True=PAD
-               ) -> Tensor: # (B, T, H)
-        T = input_ids.shape[1]
+               ) -> Tensor: # (B, T, H), zeros at PAD
+        h, packing = self.packed(input_ids, attention_mask)
+        return packing.unpack(h)
+
+    def packed(self, input_ids:Tensor, attention_mask:Optional[Tensor]=None,
+               keep:Optional[Tensor]=None) -> tuple[Tensor, Packing]: # packed rows wanted; None: all
+        "Hidden states of the real tokens, (N, H) in row-major order (or (M, H) at the rows `keep`), and their `Packing`."
         check_inputs(input_ids, attention_mask, self.config)
-        x = self.embeddings(input_ids)                                            # (B, T, H)
-        masks = {loc: self.attn_bias(attention_mask, T, loc) for loc in {b.attn.local for b in self.blocks}}
-        for b in self.blocks: x = b(x, masks[b.attn.local])
-        return self.norm(x)
+        p = Packing(attention_mask, *input_ids.shape, self.attn_bias, {b.attn.local for b in self.blocks}, self.bucket_width)
+        x = self.embeddings(p.pack(input_ids), p.pos)                             # (N, H)
+        for i, b in enumerate(self.blocks): x = b(x, p, keep if i == len(self.blocks) - 1 else None)
+        return self.norm(x), p
 
     @classmethod
     def from_bert(cls, model_dir) -> Encoder:

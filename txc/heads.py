@@ -43,12 +43,12 @@ class MaskedLM(nn.Module):
     def forward(self, input_ids:Tensor, # (B, T)
                 attention_mask:Optional[Tensor]=None, # (B, T) bool, True=PAD
                 labels:Optional[Tensor]=None): # (B, T) token id to predict, -100 elsewhere
-        h = self.encoder(input_ids, attention_mask)                  # (B, T, H)
-        if labels is not None: sel = labels != -100                  # (B, T)
-        else: sel = ~attention_mask if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-        logits = self.head(h[sel])                                   # (N, V): only the selected rows
-        if labels is None: return logits, None
-        loss = F.cross_entropy(logits, labels[sel]) if len(logits) else logits.sum() * 0.0
+        if labels is None: return self.head(self.encoder.packed(input_ids, attention_mask)[0]), None   # every real token
+        tgt = labels.flatten() if attention_mask is None else labels[~attention_mask]   # (N,) targets of the real tokens
+        sel = (tgt != -100).nonzero().squeeze(1)                     # (M,) packed rows to predict
+        h, _ = self.encoder.packed(input_ids, attention_mask, keep=sel)   # (M, H): only the selected rows
+        logits = self.head(h)                                        # (M, V)
+        loss = F.cross_entropy(logits, tgt[sel]) if len(sel) else logits.sum() * 0.0
         return logits, loss
 
 # %% ../nbs/05_heads.ipynb #528b3fa8
@@ -92,12 +92,19 @@ class Classifier(nn.Module):
     def forward(self, input_ids:Tensor, # (B, T)
                 attention_mask:Optional[Tensor]=None, # (B, T) bool, True=PAD
                 labels:Optional[Tensor]=None): # (B,) class ids
-        logits = self.head(self.encoder(input_ids, attention_mask), attention_mask)   # (B, L)
+        logits = self.head(self.hidden(input_ids, attention_mask), attention_mask)    # (B, L)
         if labels is None: return logits, None
         L = logits.shape[-1]
         if len(labels) and (labels.min() < 0 or labels.max() >= L):
             raise DataError(f"labels must lie in [0, {L}) (classification_head.num_labels={L}), got min {labels.min().item()} max {labels.max().item()}")
         return logits, F.cross_entropy(logits, labels)
+
+    def hidden(self, input_ids:Tensor, attention_mask:Optional[Tensor]=None) -> Tensor: # (B, T, H), or (B, 1, H) for `cls`
+        "What the pooling reads: with `cls` pooling only the first tokens, which the last block then computes alone."
+        if self.head.pooling != 'cls' or (attention_mask is not None and attention_mask[:, 0].any()):
+            return self.encoder(input_ids, attention_mask)
+        n = (~attention_mask).sum(1) if attention_mask is not None else torch.full(input_ids.shape[:1], input_ids.shape[1], device=input_ids.device)
+        return self.encoder.packed(input_ids, attention_mask, keep=n.cumsum(0) - n)[0][:, None]   # first token of each row
 
     @classmethod
     def from_encoder(cls, encoder:Encoder, cfg:ClassificationHeadConfig=None) -> Classifier:
