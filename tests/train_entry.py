@@ -3,10 +3,15 @@
 `python tests/train_entry.py CONFIG RUN_DIR [--sleep S]` trains the run `CONFIG` describes into `RUN_DIR`
 with `txc.training.train`, and turns a `TxcError` into one line `error: ...` with exit code 2, as the CLI does.
 `--sleep` pauses after every optimizer step, so a test can kill the process mid-run; `--die-at N` exits
-abruptly after step N on every rank (a kill that torchrun's workers all see at the same step).
+abruptly after step N on every rank (a kill that torchrun's workers all see at the same step). For
+tests/test_reliability.py: `--kill-at N` sends itself SIGKILL in the middle of step N + 1 (after its first micro-batch);
+`--pause-write NAME:K` stops the K-th write of checkpoints/NAME half-way (half its bytes in the temp file), records
+`{tmp, before}` (the temp file, the sha256 of NAME then) in `--flag`, and sleeps until killed; `--nan-at N` turns a
+weight into NaN before step N, so that step's loss is NaN; `--record FILE` writes the sha256 of every checkpoint file
+to FILE after each step.
 The helpers `make_workspace` and `tiny_config` build a tiny vocab, datasets and configs for the tests.
 """
-import argparse, os, sys, time
+import argparse, hashlib, io, json, os, signal, sys, time
 from pathlib import Path
 
 import torch
@@ -59,9 +64,46 @@ def write_run(cfg:TxcConfig, run_dir)->Path:
     return Path(run_dir) / 'config.yaml'
 
 
+def sha256(p): return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+def pause_write(name, k, flag):
+    "Patch torch.save: the k-th write of checkpoint `name` puts half its bytes in the temp file, records it in `flag`, sleeps."
+    real, seen = torch.save, [0]
+    def save(obj, f, *args, **kw):
+        tmp = Path(os.readlink(f'/proc/self/fd/{f.fileno()}')) if hasattr(f, 'fileno') else None
+        if tmp is None or not tmp.name.startswith(f'.{name}.'): return real(obj, f, *args, **kw)
+        seen[0] += 1
+        if seen[0] != int(k): return real(obj, f, *args, **kw)
+        buf = io.BytesIO(); real(obj, buf, *args, **kw)
+        f.write(buf.getvalue()[:len(buf.getvalue()) // 2]); f.flush(); os.fsync(f.fileno())
+        dest = tmp.parent / name
+        Path(flag).write_text(json.dumps(dict(tmp=str(tmp), before=sha256(dest) if dest.exists() else None)))
+        time.sleep(600)
+    torch.save = save
+
+
 def main(argv=None):
     from txc.trainer import Callback
     from txc.training import train
+
+    class KillAt(Callback):
+        def __init__(self, step): self.step = step
+        def before_batch(self, t):                         # the second micro-batch of step `step` + 1: gradients half accumulated
+            if t.step == self.step and t.batch_in_epoch % t.grad_accum == 1: os.kill(os.getpid(), signal.SIGKILL)
+
+    class NaNAt(Callback):
+        def __init__(self, step): self.step = step
+        def before_batch(self, t):
+            if t.step + 1 == self.step:
+                with torch.no_grad(): next(t.raw_model.parameters()).fill_(float('nan'))
+
+    class Record(Callback):
+        order = 100                                        # after evaluation and the checkpoint callback
+        def __init__(self, ckpt_dir, path): self.dir, self.path = Path(ckpt_dir), Path(path)
+        def after_step(self, t):
+            files = {p.name: sha256(p) for p in sorted(self.dir.glob('*.ckpt'))}
+            self.path.write_text(json.dumps(dict(step=t.step, files=files)))
 
     class Sleep(Callback):
         def __init__(self, s): self.s = s
@@ -77,8 +119,16 @@ def main(argv=None):
     p.add_argument('config'); p.add_argument('run_dir')
     p.add_argument('--sleep', type=float, default=0.0, help='seconds to pause after each optimizer step')
     p.add_argument('--die-at', type=int, default=None, help='exit abruptly (os._exit) right after this optimizer step')
+    p.add_argument('--kill-at', type=int, default=None, help='SIGKILL itself in the middle of the step after this one')
+    p.add_argument('--pause-write', default=None, help='NAME:K: stop the K-th write of checkpoints/NAME half-way and sleep')
+    p.add_argument('--flag', default=None, help='where --pause-write records the temp file and the previous sha256')
+    p.add_argument('--nan-at', type=int, default=None, help='make the loss of this optimizer step NaN')
+    p.add_argument('--record', default=None, help='JSON file: sha256 of every checkpoint file, rewritten after each step')
     a = p.parse_args(argv)
     cbs = ([Sleep(a.sleep)] if a.sleep else []) + ([DieAt(a.die_at)] if a.die_at else [])
+    cbs += ([KillAt(a.kill_at)] if a.kill_at else []) + ([NaNAt(a.nan_at)] if a.nan_at else [])
+    cbs += [Record(Path(a.run_dir) / 'checkpoints', a.record)] if a.record else []
+    if a.pause_write: pause_write(*a.pause_write.split(':'), a.flag)
     try:
         t = train(load_config(a.config), a.run_dir, callbacks=cbs)
     except TxcError as e:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07e_checkpoint.ipynb #d986ace9
 from __future__ import annotations
-import math, os, pickle, random, tempfile, warnings
+import math, os, random, tempfile, warnings
 from pathlib import Path
 from typing import Optional
 
@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from .config import ConfigError, DataError, ResumeConfig, TxcError
+from .data import unpickle_reason
 from .distributed import dist_env, gather_objects
 from .trainer import Callback
 
 # %% auto #0
-__all__ = ['atomic_save', 'load_checkpoint', 'rng_state', 'set_rng_state', 'full_state', 'model_state', 'load_model_state',
-           'restore', 'CheckpointCB', 'pid_alive', 'RunLock']
+__all__ = ['atomic_save', 'load_checkpoint', 'remove_partial_writes', 'rng_state', 'set_rng_state', 'full_state', 'model_state',
+           'load_model_state', 'restore', 'CheckpointCB', 'pid_alive', 'RunLock']
 
 # %% ../nbs/07e_checkpoint.ipynb #6c0dd624
 def atomic_save(obj, path)->Path:
@@ -41,11 +42,20 @@ def load_checkpoint(path)->dict:
     path = Path(path)
     if not path.is_file(): raise DataError(f"checkpoint {path} not found")
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise DataError(f"checkpoint {path} needs arbitrary pickle to load and is refused (only tensors and plain values are allowed): {str(e).splitlines()[0]}") from None
-    except Exception as e: raise DataError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from None
+    except Exception as e: why = unpickle_reason(e)
+    else: why = None
+    if why and why.startswith('it needs '):     # a global outside the allow-list: only arbitrary pickle could load it
+        raise DataError(f"checkpoint {path} needs arbitrary pickle to load ({why}) and is refused: txc checkpoints hold only tensors and plain values")
+    if why: raise DataError(f"checkpoint {path} is unreadable ({why}): it is truncated or not a txc checkpoint; use another checkpoint of the run")
     if not isinstance(ck, dict) or 'model' not in ck: raise DataError(f"{path} is not a txc checkpoint (no 'model' entry)")
     return ck
+
+# %% ../nbs/07e_checkpoint.ipynb #34127c0c
+def remove_partial_writes(ckpt_dir)->list[Path]:
+    "Delete the temp files of checkpoint writes that were killed before `os.replace`; returns them."
+    gone = sorted(Path(ckpt_dir).glob('.*.ckpt.*.tmp'))
+    for p in gone: p.unlink(missing_ok=True)
+    return gone
 
 # %% ../nbs/07e_checkpoint.ipynb #d4bcdbf6
 def rng_state()->dict:
@@ -124,6 +134,9 @@ class CheckpointCB(Callback):
     order = 20
     def __init__(self, run_dir, config:dict, every_n_steps:Optional[int]=None):
         self.dir, self.config, self.every = Path(run_dir) / 'checkpoints', config, every_n_steps
+    def before_fit(self, t):                                              # the run lock keeps other writers out: leftovers are a killed run's
+        if dist_env().is_main and (gone := remove_partial_writes(self.dir)):
+            print(f"removed {len(gone)} partial checkpoint write(s) of an interrupted run: {', '.join(p.name for p in gone)}")
     def save(self, t, name:str):
         st = full_state(t, self.config)
         if dist_env().is_main: atomic_save(st, self.dir / name)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #f4c33c49
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, sys, time, warnings
 from pathlib import Path
 
 from .config import TxcError, DataError, load_config, config_to_yaml
@@ -12,8 +12,8 @@ from .config import TxcError, DataError, load_config, config_to_yaml
 # %% auto #0
 __all__ = ['COMMANDS', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check', 'cmd_check', 'add_train',
            'add_train_args', 'cmd_train', 'add_predict', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench',
-           'cmd_bench', 'build_parser', 'guarded', 'main', 'generate_pretraining_main', 'generate_finetuning_main',
-           'train_main']
+           'cmd_bench', 'Parser', 'build_parser', 'guarded', 'main', 'generate_pretraining_main',
+           'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
 def add_tokenizer(sub):
@@ -142,18 +142,26 @@ COMMANDS = {'tokenizer': (add_tokenizer, cmd_tokenizer), 'prepare': (add_prepare
             'train': (add_train, cmd_train), 'predict': (add_predict, cmd_predict),
             'quickstart': (add_quickstart, cmd_quickstart), 'bench': (add_bench, cmd_bench)}
 
+class Parser(argparse.ArgumentParser):
+    "An ArgumentParser whose usage errors are one line `error: ...` with exit code 2, like every other txc error."
+    def error(self, message): self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
 def build_parser()->argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='txc', description='Pretrain a BERT-style encoder from scratch, then finetune it.')
+    parser = Parser(prog='txc', description='Pretrain a BERT-style encoder from scratch, then finetune it.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for add, _ in COMMANDS.values(): add(sub)
     return parser
 
+def _warning_line(message, category, filename, lineno, file=None, line=None): print(f"warning: {message}", file=file or sys.stderr)
+
 def guarded(fn, *args)->int:
-    "Call `fn(*args)`; a `TxcError` becomes one line `error: ...` on stderr and exit code 2."
-    try: fn(*args)
-    except TxcError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    "Call `fn(*args)`; a `TxcError` becomes one line `error: ...` on stderr and exit code 2; a warning one line `warning: ...`."
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        try: fn(*args)
+        except TxcError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 def main(argv=None)->int:
@@ -169,7 +177,7 @@ def _root_and_force(p:argparse.ArgumentParser):
 def generate_pretraining_main(argv=None)->int:
     "`generate_pretraining_experiment.py -p NAME [-rp OLD]`."
     from txc.experiments import generate_pretraining_experiment
-    p = argparse.ArgumentParser(prog='generate_pretraining_experiment.py', description='Create experiments/pretraining/NAME/config.yaml.')
+    p = Parser(prog='generate_pretraining_experiment.py', description='Create experiments/pretraining/NAME/config.yaml.')
     p.add_argument('-p', '--pretraining', required=True, metavar='NAME', help='name of the new pretraining experiment')
     p.add_argument('-rp', '--resume-pretraining', default=None, metavar='OLD', help='resume from the final checkpoint of experiment OLD')
     _root_and_force(p); a = p.parse_args(argv)
@@ -178,7 +186,7 @@ def generate_pretraining_main(argv=None)->int:
 def generate_finetuning_main(argv=None)->int:
     "`generate_finetuning_experiment.py -f NAME -p PRE`."
     from txc.experiments import generate_finetuning_experiment
-    p = argparse.ArgumentParser(prog='generate_finetuning_experiment.py', description='Create experiments/finetuning/NAME/config.yaml.')
+    p = Parser(prog='generate_finetuning_experiment.py', description='Create experiments/finetuning/NAME/config.yaml.')
     p.add_argument('-f', '--finetuning', required=True, metavar='NAME', help='name of the new finetuning experiment')
     p.add_argument('-p', '--pretraining', required=True, metavar='PRE', help='the pretraining experiment to start from')
     _root_and_force(p); a = p.parse_args(argv)
@@ -187,6 +195,6 @@ def generate_finetuning_main(argv=None)->int:
 # %% ../nbs/10_cli.ipynb #61b3f7e8
 def train_main(argv=None)->int:
     "`train.py -n NAME -m pretraining|finetuning`."
-    p = argparse.ArgumentParser(prog='train.py', description='Train an experiment generated under ./experiments.')
+    p = Parser(prog='train.py', description='Train an experiment generated under ./experiments.')
     add_train_args(p)
     return guarded(cmd_train, p.parse_args(argv))

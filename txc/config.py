@@ -224,6 +224,14 @@ class TxcConfig(Section):
             self.__dict__['classification_head'] = ClassificationHeadConfig()
         return self
 
+    @model_validator(mode='after')
+    def _check_lengths(self):
+        "A sequence the tokenizer allows must fit the position table, or training fails at the first long batch."
+        if self.tokenizer.max_length > self.architecture.max_position_embeddings:
+            raise ValueError(f"tokenizer.max_length = {self.tokenizer.max_length} exceeds architecture.max_position_embeddings = "
+                             f"{self.architecture.max_position_embeddings}: lower the one or raise the other")
+        return self
+
 # %% ../nbs/00_config.ipynb #e003e504
 def _section_type(annotation):
     "The Section class inside an annotation such as `Optional[MLMHeadConfig]`, else None."
@@ -260,7 +268,7 @@ def config_error(err:ValidationError, source:str='config')->ConfigError:
             parts.append(f"unknown key '{key}'" + (f" (did you mean '{near}'?)" if near else ''))
         else:
             shown = '' if e['type'] == 'missing' or isinstance(e.get('input'), dict) else f" = {e.get('input')!r}"
-            parts.append(f"{key or 'config'}{shown}: {e['msg'].removeprefix('Value error, ')}")
+            parts.append((f"{key}{shown}: " if key else '') + e['msg'].removeprefix('Value error, '))   # a check across sections names its keys itself
     return ConfigError(f"{source}: " + '; '.join(parts))
 
 # %% ../nbs/00_config.ipynb #ad0b2335

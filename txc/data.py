@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
-import csv, hashlib, json, pickle, time, warnings
+import csv, hashlib, json, pickle, re, time, warnings
 from pathlib import Path
 
 import torch
@@ -16,9 +16,9 @@ from .tokenizer import WordPieceTokenizer
 from .corpus import SECTIONS, Example, load_corpus, classification_splits, mlm_texts, source_split
 
 # %% auto #0
-__all__ = ['MLM_EVAL_DOCS', 'validate_tensors', 'load_tensor_dataset', 'read_texts', 'parse_splits', 'split_indices',
-           'encode_texts', 'bundled_splits', 'write_splits', 'prepare_dataset', 'SECTIONS', 'Example', 'load_corpus',
-           'classification_splits', 'mlm_texts', 'source_split']
+__all__ = ['MLM_EVAL_DOCS', 'validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'read_texts', 'parse_splits',
+           'split_indices', 'encode_texts', 'bundled_splits', 'write_splits', 'prepare_dataset', 'SECTIONS', 'Example',
+           'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
 
 # %% ../nbs/02_data.ipynb #0503a578
 _all_ = ['SECTIONS', 'Example', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
@@ -37,12 +37,28 @@ def _check_ids_mask(ids, mask, source):
     if mask[:, 0].any():
         _fail(source, f'attention_mask marks position 0 as PAD (row {mask[:, 0].nonzero()[0].item()}); the mask looks inverted: txc uses True = PAD, so pass ~mask')
 
+def _check_id_range(ids, vocab_size, source):
+    lo, hi = ids.min().item(), ids.max().item()
+    if lo < 0: _fail(source, f'token id {lo} in row {(ids == lo).nonzero()[0, 0].item()} is negative: token ids index the vocab; recreate the file with `txc prepare`')
+    if vocab_size is not None and hi >= vocab_size:
+        _fail(source, f'token id {hi} in row {(ids == hi).nonzero()[0, 0].item()} is outside [0, {vocab_size}) of architecture.vocab_size = {vocab_size}: '
+              'the file was tokenized with a bigger vocab; run `txc prepare` again with tokenizer.vocab_dir, or raise architecture.vocab_size')
+
+def _check_id_range(ids, vocab_size, source):
+    lo, hi = ids.min().item(), ids.max().item()
+    if lo < 0: _fail(source, f'token id {lo} in row {(ids == lo).nonzero()[0, 0].item()} is negative: token ids index the vocab; recreate the file with `txc prepare`')
+    if vocab_size is not None and hi >= vocab_size:
+        _fail(source, f'token id {hi} in row {(ids == hi).nonzero()[0, 0].item()} is outside [0, {vocab_size}) of architecture.vocab_size = {vocab_size}: '
+              'the file was tokenized with a bigger vocab; run `txc prepare` again with tokenizer.vocab_dir, or raise architecture.vocab_size')
+
 # %% ../nbs/02_data.ipynb #c8125528
 def validate_tensors(input_ids, attention_mask, labels=None,
                      num_labels:int|None=None, # labels must lie in [0, num_labels) when given
-                     source:str='tensors'):    # named in error messages: a file path, 'batch', ...
-    "Check dtypes, shapes, mask semantics (True = PAD) and label range; `DataError` naming `source`."
+                     source:str='tensors',     # named in error messages: a file path, 'batch', ...
+                     vocab_size:int|None=None):# token ids must lie in [0, vocab_size) when given
+    "Check dtypes, shapes, mask semantics (True = PAD), token-id and label range; `DataError` naming `source`."
     _check_ids_mask(input_ids, attention_mask, source)
+    _check_id_range(input_ids, vocab_size, source)
     if labels is None: return
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long or labels.dim() != 1 or len(labels) != len(input_ids):
         _fail(source, f'labels must be a 1-D torch.long tensor with {len(input_ids)} rows, got {getattr(labels, "dtype", type(labels).__name__)} of shape {tuple(getattr(labels, "shape", ()))}')
@@ -53,9 +69,18 @@ def validate_tensors(input_ids, attention_mask, labels=None,
         _fail(source, f'label {labels[i].item()} in row {i} is outside {rng}: set classification_head.num_labels to the number of labels (labels.json lists them) or fix the data')
 
 # %% ../nbs/02_data.ipynb #c2fc9649
+def unpickle_reason(e:Exception)->str:
+    "What a failed `torch.load(weights_only=True)` refused, in a few words: the global it needs, or the first line."
+    s = re.sub(r'\x1b\[[0-9;]*m', '', str(e))                             # no terminal colours in a one-line message
+    if m := re.search(r'GLOBAL ([\w.]+)', s): return f'it needs {m.group(1)}'
+    advice = ('Weights only load failed', 'In PyTorch', '(1)', '(2)', 'Please file', 'Check the documentation')
+    lines = [l.strip() for l in s.splitlines() if l.strip() and not l.strip().startswith(advice)]
+    return (lines[0] if lines else type(e).__name__)[:100]
+
 def load_tensor_dataset(path,                         # a .pt written by `prepare_dataset`
                         num_labels:int|None=None,     # check labels lie in [0, num_labels)
-                        require_labels:bool|None=None # True: must have labels; False: drop them; None: as stored
+                        require_labels:bool|None=None,# True: must have labels; False: drop them; None: as stored
+                        vocab_size:int|None=None      # check token ids lie in [0, vocab_size)
                        ) -> TensorDataset:
     "Load a txc `.pt` with `weights_only=True` (TensorDataset allow-listed) and validate it."
     p = Path(path)
@@ -66,15 +91,15 @@ def load_tensor_dataset(path,                         # a .pt written by `prepar
             ds = torch.load(p, map_location='cpu', weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         raise DataError(f'{p} is not a txc dataset: txc refuses to unpickle arbitrary objects (torch.load weights_only=True failed: '
-                        f'{str(e).splitlines()[0][:80]}); recreate it with `txc prepare`') from None
+                        f'{unpickle_reason(e)}); recreate it with `txc prepare`') from None
     if not isinstance(ds, TensorDataset) or len(ds.tensors) not in (2, 3):
         what = f'a TensorDataset of {len(ds.tensors)} tensors' if isinstance(ds, TensorDataset) else f'a {type(ds).__name__}'
         raise DataError(f'{p} holds {what}, not TensorDataset(input_ids, attention_mask[, labels]): recreate it with `txc prepare`')
     if require_labels and len(ds.tensors) == 2:
         raise DataError(f'{p} has no labels, but finetuning needs them: prepare it with `txc prepare --label-field FIELD`')
-    if require_labels is False: ds = TensorDataset(*ds.tensors[:2])
-    validate_tensors(*ds.tensors, num_labels=num_labels, source=str(p))
-    return ds
+    keep = ds.tensors[:2] if require_labels is False else ds.tensors      # validated before a TensorDataset is rebuilt
+    validate_tensors(*keep, num_labels=num_labels, source=str(p), vocab_size=vocab_size)
+    return TensorDataset(*keep)
 
 # %% ../nbs/02_data.ipynb #d8c81862
 def _rows(p:Path):
@@ -93,6 +118,8 @@ def _rows(p:Path):
         yield i, row
 
 # %% ../nbs/02_data.ipynb #80fff8cf
+def _not_utf8(p, e): return DataError(f'{p}: cannot read it as UTF-8 ({e.reason} at byte {e.start}): re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`')
+
 def _missing_field(p, kind, field, fields, flag):
     return DataError(f'{p} has no {kind} field {field!r} (fields: {", ".join(map(str, fields)) or "none"}): pass {flag} with one of them')
 
@@ -107,7 +134,8 @@ def read_texts(input,                    # .txt, .csv or .jsonl path, or 'bundle
     if p.suffix not in ('.txt', '.csv', '.jsonl'): raise DataError(f'input file {p} has unknown extension {p.suffix!r}: use .txt, .csv or .jsonl')
     if p.suffix == '.txt':
         if label_field: raise DataError(f'{p} is a .txt file and has no fields, so no label field {label_field!r}: use .csv or .jsonl for labelled data')
-        texts, labels = [l.strip() for l in p.read_text(encoding='utf-8').splitlines() if l.strip()], None
+        try: texts, labels = [l.strip() for l in p.read_text(encoding='utf-8').splitlines() if l.strip()], None
+        except UnicodeDecodeError as e: raise _not_utf8(p, e) from None
     else: texts, labels = _read_fields(p, text_field, label_field)
     if not texts: raise DataError(f'input file {p} holds no texts (it is empty or every text is blank): give a file with at least one text')
     return texts, labels
@@ -125,7 +153,8 @@ def _read_fields(p, text_field, label_field):
             if label_field:
                 if row[label_field] is None or str(row[label_field]).strip() == '': raise DataError(f'{p}, row {i}: empty label in field {label_field!r}: every text needs a label')
                 labels.append(str(row[label_field]).strip())
-    except (csv.Error, UnicodeDecodeError) as e: raise DataError(f'{p}: cannot read it as UTF-8 {p.suffix[1:]} ({e})') from None
+    except UnicodeDecodeError as e: raise _not_utf8(p, e) from None
+    except csv.Error as e: raise DataError(f'{p}: not a readable csv ({e})') from None
     return texts, labels
 
 # %% ../nbs/02_data.ipynb #52405211

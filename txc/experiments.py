@@ -13,7 +13,7 @@ from .config import ConfigError, ResumeConfig, PretrainedExperimentConfig, TxcCo
 
 # %% auto #0
 __all__ = ['KINDS', 'RunDir', 'check_name', 'default_template', 'template_path', 'generate_pretraining_experiment',
-           'generate_finetuning_experiment', 'train_experiment']
+           'generate_finetuning_experiment', 'check_no_overwrite', 'train_experiment']
 
 # %% ../nbs/08_experiments.ipynb #3b6455c2
 KINDS = ('pretraining', 'finetuning')
@@ -97,14 +97,25 @@ def generate_finetuning_experiment(name:str, pretrained:str, root=None, force:bo
     return run.config
 
 # %% ../nbs/08_experiments.ipynb #746cab99
+def check_no_overwrite(run:RunDir, cfg:TxcConfig):
+    "ConfigError if training `cfg` into `run` would overwrite checkpoints it does not resume from."
+    held = sorted(p.name for p in run.checkpoints.glob('*.ckpt'))
+    r = cfg.training.resume
+    own = r.is_resume and r.checkpoint_path and (run.path / r.checkpoint_path).resolve().parent == run.checkpoints.resolve()
+    if held and not own:
+        raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}) that training again would overwrite: to continue a killed run "
+                          "set training.resume to {is_resume: true, checkpoint_path: checkpoints/last.ckpt, load_only_model_state: false}; "
+                          f"to start afresh delete {run.checkpoints}; or generate a new experiment")
+
 def train_experiment(name:str, mode:str, root=None):
     "Train experiment `name` of kind `mode` under `root`; returns the finished Trainer."
-    from txc.training import train
     run = RunDir.of(name, mode, root)
     if not run.config.is_file():
         script = 'generate_pretraining_experiment.py -p' if mode == 'pretraining' else 'generate_finetuning_experiment.py -f'
         raise ConfigError(f"no experiment at {run.path}: create it first with `python experiments/{script} {name}`")
     cfg = load_config(run.config)
     if cfg.experiment.kind != mode:
-        raise ConfigError(f"{run.config}: experiment.kind is {cfg.experiment.kind!r} but -m {mode} was given")
+        raise ConfigError(f"{run.config}: experiment.kind is {cfg.experiment.kind!r} but -m {mode} was given: use -m {cfg.experiment.kind} or fix experiment.kind")
+    check_no_overwrite(run, cfg)
+    from txc.training import train                # imports torch: a typo in the config is reported before that second
     return train(cfg, run.path)

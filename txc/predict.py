@@ -44,11 +44,11 @@ class Predictor:
 def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     "A Predictor for the finetuning run in `run_dir`."
     run_dir = Path(run_dir)
-    if not run_dir.is_dir(): raise ConfigError(f"run dir {run_dir} not found")
+    if not run_dir.is_dir(): raise ConfigError(f"run dir {run_dir} not found: give the name of a trained finetuning experiment or the path of its run dir")
     ck = load_checkpoint(run_dir / checkpoint)
     try: cfg = TxcConfig.model_validate(ck['config'])
     except ValidationError as e: raise config_error(e, f"{run_dir / checkpoint} (stored config)") from None
-    if cfg.experiment.kind != 'finetuning': raise ConfigError(f"{run_dir} is a {cfg.experiment.kind} run: predict needs a finetuning run")
+    if cfg.experiment.kind != 'finetuning': raise ConfigError(f"{run_dir} is a {cfg.experiment.kind} run: predict needs a finetuning run; pass -n a finetuning experiment")
     model = Classifier(cfg.architecture, cfg.classification_head)
     load_model_state(model, ck['model'], strict=True, source=str(run_dir / checkpoint))
     n = cfg.classification_head.num_labels

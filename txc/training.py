@@ -30,21 +30,28 @@ __all__ = ['load_splits', 'label_names', 'load_tokenizer', 'pretrained_checkpoin
 
 # %% ../nbs/07f_training.ipynb #3a475e1b
 def load_splits(cfg:TxcConfig)->dict:
-    "The train/val/test TensorDatasets the config names (val and test may be absent)."
+    "The train/val/test TensorDatasets the config names (val and test may be absent), checked against the model's vocab and labels."
     fine = cfg.experiment.kind == 'finetuning'
     n = cfg.classification_head.num_labels if fine else None
     if not cfg.data.train.dataset_path: raise ConfigError("data.train.dataset_path is not set: point it at a train.pt written by `txc prepare`")
-    return {s: load_tensor_dataset(p, num_labels=n, require_labels=fine)
-            for s in ('train', 'val', 'test') if (p := getattr(cfg.data, s).dataset_path)}
+    out = {}
+    for s in ('train', 'val', 'test'):
+        if not (p := getattr(cfg.data, s).dataset_path): continue
+        try: out[s] = load_tensor_dataset(p, num_labels=n, require_labels=fine, vocab_size=cfg.architecture.vocab_size)
+        except DataError as e: raise DataError(f"data.{s}.dataset_path: {e}") from None         # the key to fix, then the file
+    return out
 
 def label_names(cfg:TxcConfig)->Optional[list[str]]:
     "Class names from `data.labels_path` (a JSON list in id order), or None."
     p = cfg.data.labels_path
     if cfg.experiment.kind != 'finetuning' or not p: return None
-    if not Path(p).is_file(): raise DataError(f"data.labels_path: {p} not found")
-    names = json.loads(Path(p).read_text())
+    if not Path(p).is_file(): raise DataError(f"data.labels_path: {p} not found; `txc prepare --label-field` writes it, or set it to null")
+    try: names = json.loads(Path(p).read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: names = e
+    if not isinstance(names, list):
+        raise DataError(f"data.labels_path: {p} is not a JSON list of class names ({names}): write it as [\"name of 0\", \"name of 1\", ...]")
     if len(names) != cfg.classification_head.num_labels:
-        raise ConfigError(f"data.labels_path {p} lists {len(names)} labels but classification_head.num_labels is {cfg.classification_head.num_labels}")
+        raise ConfigError(f"data.labels_path {p} lists {len(names)} labels but classification_head.num_labels is {cfg.classification_head.num_labels}: make them agree")
     return [str(n) for n in names]
 
 def load_tokenizer(cfg:TxcConfig):
@@ -121,7 +128,8 @@ def resume_path(cfg:TxcConfig, run_dir)->Path:
     p = r.checkpoint_path or (f'../{r.resume_pretrainig_name}/checkpoints/model.ckpt' if r.resume_pretrainig_name else None)
     if p is None: raise ConfigError("training.resume.is_resume is true but training.resume.checkpoint_path is not set")
     p = Path(p) if Path(p).is_absolute() else Path(run_dir) / p
-    if not p.is_file(): raise ConfigError(f"training.resume.checkpoint_path: {p} not found")
+    if not p.is_file(): raise ConfigError(f"training.resume.checkpoint_path: {p} not found; point it at a run's checkpoints/last.ckpt, "
+                                          "best-model.ckpt or model.ckpt, or set training.resume.is_resume: false")
     return p
 
 def build_trainer(cfg:TxcConfig, run_dir, env:DistEnv=DistEnv(), device=None, datasets=None, tokenizer=None, callbacks=())->Trainer:
@@ -130,7 +138,8 @@ def build_trainer(cfg:TxcConfig, run_dir, env:DistEnv=DistEnv(), device=None, da
     device = device or resolve_device(tc.device)
     if tc.num_threads: torch.set_num_threads(tc.num_threads)
     seed_everything(seed)
-    ds, tok, names = datasets or load_splits(cfg), tokenizer or load_tokenizer(cfg), label_names(cfg)
+    tok = tokenizer or load_tokenizer(cfg)                                    # first: a too-small vocab_size is named as such
+    ds, names = datasets or load_splits(cfg), label_names(cfg)
     model = build_model(cfg, run_dir).to(device)
     train_col, eval_col = make_collators(cfg, tok, env.rank)
     w = class_weights(tc.class_weights, ds['train'].tensors[2], cfg.classification_head.num_labels) if fine else None

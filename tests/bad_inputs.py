@@ -1,0 +1,343 @@
+"""The catalogue of bad inputs: one `Case` per user mistake, the workspace they run in, and a runner.
+
+Shared by `tests/test_bad_inputs.py` (each case through the real CLI in a subprocess) and `nbs/12_errors.ipynb`
+(the same cases through the same entry points in-process, rendered as the docs' table). Each case runs in its own
+copy of a workspace that holds finished runs, and must end with one line `error: ...` on stderr naming `needles`,
+exit code 2, no traceback, and no file in its workspace written, changed or left behind (checkpoints, metrics and the
+lock file of every run dir included). Paths in configs and commands are relative to the workspace, the working dir.
+"""
+from __future__ import annotations
+import contextlib, hashlib, io, os, shutil, subprocess, sys, traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+from torch.utils.data import TensorDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = 'alpha beta gamma delta kernel driver python library game sound video network editor font mail chess puzzle'.split()
+MARKER = 'PWNED'  # the file a hostile pickle tries to create in the workspace
+
+
+class Evil:
+    "Unpickling this creates the marker file: what a hostile .pt or .ckpt would do instead."
+    def __init__(self, path): self.path = str(path)
+    def __reduce__(self): return (open, (self.path, 'w'))
+
+
+# ---- the workspace: a vocab, datasets and two finished runs that no bad input may touch ----
+
+def base_config(kind:str='pretraining', name:str='run')->dict:
+    "A tiny, valid config as the plain dict a user edits (1 layer, hidden 16)."
+    fine = kind == 'finetuning'
+    cfg = dict(
+        experiment=dict(name=name, kind=kind, seed=0),
+        logging=dict(progress_bar=False, log_every_n_steps=1),
+        tokenizer=dict(vocab_dir='vocab', max_length=24),
+        architecture=dict(vocab_size=64, hidden_size=16, num_heads=2, num_layers=1, intermediate_size=32, max_position_embeddings=32),
+        training=dict(lr=1e-3, batch_size=16, epochs=1, max_steps=2, device='cpu', num_threads=1),
+        data={s: {'dataset_path': f'data/{s}.pt'} for s in ('train', 'val')})
+    if fine:
+        cfg['classification_head'] = dict(num_labels=2)
+        cfg['pretrained_experiment'] = dict(name='pre')
+        cfg['data']['labels_path'] = 'data/labels.json'
+    return cfg
+
+
+def write_config(ws:Path, kind:str, name:str, edit:Optional[Callable]=None, text:Optional[str]=None)->Path:
+    "experiments/<kind>/<name>/config.yaml from `base_config`, changed by `edit(dict)` (or raw `text`)."
+    p = ws / 'experiments' / kind / name / 'config.yaml'
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if text is None:
+        cfg = base_config(kind, name)
+        if edit: edit(cfg)
+        text = yaml.safe_dump(cfg, sort_keys=False)
+    p.write_text(text)
+    return p
+
+
+@contextlib.contextmanager
+def workdir(path):
+    "Run the block with `path` as the working dir."
+    old = os.getcwd(); os.chdir(path)
+    try: yield
+    finally: os.chdir(old)
+
+
+def save_ds(path:Path, *tensors)->Path:
+    "torch.save a TensorDataset of `tensors`, even when their lengths disagree (TensorDataset's own check is bypassed)."
+    ds = TensorDataset(tensors[0]); ds.tensors = tensors
+    path.parent.mkdir(parents=True, exist_ok=True); torch.save(ds, path)
+    return path
+
+
+def make_workspace(ws)->Path:
+    "vocab/, data/{train,val}.pt + labels.json, and the finished runs experiments/pretraining/pre and finetuning/ft."
+    from txc.tokenizer import WordPieceTokenizer
+    from txc.config import TxcConfig
+    from txc.training import train
+    ws = Path(ws)
+    texts = [' '.join(WORDS[(i * k + i // 7) % len(WORDS)] for k in range(1, 2 + i % 9)) for i in range(96)]
+    tok = WordPieceTokenizer.train(texts=texts, vocab_size=64, min_frequency=1, max_length=24)
+    tok.save(ws / 'vocab')
+    enc = tok.encode(texts)
+    y = torch.tensor([int(any(w in t.split() for w in ('game', 'chess', 'puzzle'))) for t in texts])
+    save_ds(ws / 'data' / 'train.pt', enc['input_ids'][:64], enc['attention_mask'][:64], y[:64])
+    save_ds(ws / 'data' / 'val.pt', enc['input_ids'][64:], enc['attention_mask'][64:], y[64:])
+    (ws / 'data' / 'labels.json').write_text('["other", "games"]')
+    (ws / 'texts.txt').write_text('chess game\nsound driver\n')
+    for kind, name in (('pretraining', 'pre'), ('finetuning', 'ft')):
+        p = write_config(ws, kind, name)
+        with workdir(ws), contextlib.redirect_stdout(io.StringIO()):
+            train(TxcConfig.model_validate(yaml.safe_load(p.read_text())), p.parent.relative_to(ws))
+    write_config(ws, 'pretraining', 'pre_untrained')   # generated but never trained: no checkpoints
+    return ws
+
+
+# ---- snapshots: nothing written, changed or left behind ----
+
+def snapshot(ws:Path)->dict:
+    "Every file (bytes hash, mtime) and directory under `ws`."
+    snap = {}
+    for p in sorted(ws.rglob('*')):
+        rel = str(p.relative_to(ws))
+        snap[rel] = 'dir' if p.is_dir() else (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return snap
+
+
+def snapshot_diff(before:dict, after:dict)->list[str]:
+    "What changed between two snapshots: 'new: x', 'gone: x', 'changed: x'."
+    return ([f'new: {k}' for k in after if k not in before] + [f'gone: {k}' for k in before if k not in after]
+            + [f'changed: {k}' for k in before if k in after and before[k] != after[k]])
+
+
+# ---- the cases ----
+
+@dataclass
+class Case:
+    name: str                       # pytest id
+    input: str                      # the mistake, in words (the table's first column)
+    argv: list                      # command: first item 'txc', 'train.py', 'gen-pre' or 'gen-ft'; paths relative to the workspace
+    needles: tuple = ()             # each must appear in the error line
+    setup: Optional[Callable] = None  # setup(ws) writes the bad input
+    def command(self)->str:
+        "The command line as a user types it in the workspace."
+        head = {'txc': 'txc', 'train.py': 'python train.py', 'gen-pre': 'python experiments/generate_pretraining_experiment.py',
+                'gen-ft': 'python experiments/generate_finetuning_experiment.py'}[self.argv[0]]
+        return ' '.join([head, *map(str, self.argv[1:])])
+
+
+def _cfg(kind, name, edit=None, text=None):
+    return lambda ws: write_config(ws, kind, name, edit, text)
+
+def set_keys(**dotted):
+    "An edit that sets config keys given as `training__lr=...` (`__` for a dot)."
+    def edit(cfg):
+        for key, value in dotted.items():
+            *parents, leaf = key.split('__')
+            d = cfg
+            for k in parents: d = d.setdefault(k, {})
+            d[leaf] = value
+    return edit
+
+def _train(kind, name, edit=None, **kw):
+    "A case `train.py -n name -m kind` whose generated config is changed by `edit`."
+    return dict(argv=['train.py', '-n', name, '-m', kind], setup=_cfg(kind, name, edit), **kw)
+
+def _bad(ws, name, content=None)->Path:
+    "ws/bad/name, written with `content` (str or bytes) when given."
+    p = ws / 'bad' / name; p.parent.mkdir(exist_ok=True)
+    if isinstance(content, bytes): p.write_bytes(content)
+    elif content is not None: p.write_text(content)
+    return p
+
+def _rel(ws, p:Path)->str: return str(p.relative_to(ws))
+
+def _val(ws):
+    "input_ids, attention_mask, labels of the workspace's val set (32 rows)."
+    from txc.data import load_tensor_dataset
+    return load_tensor_dataset(ws / 'data' / 'val.pt').tensors
+
+def _with_train(kind, name, make, **kw):
+    "A `kind` run whose train set is the .pt that `make(ws)` writes."
+    def setup(ws): write_config(ws, kind, name, set_keys(data__train__dataset_path=_rel(ws, make(ws))))
+    return dict(argv=['train.py', '-n', name, '-m', kind], setup=setup, **kw)
+
+def _evil(ws, name)->Path:
+    "A file whose unpickling creates ws/PWNED: a .pt, or a checkpoint-shaped dict for .ckpt."
+    p = _bad(ws, name)
+    torch.save(Evil(ws / MARKER) if p.suffix == '.pt' else {'model': {}, 'config': Evil(ws / MARKER)}, p)
+    return p
+
+def _evil_run(ws)->Path:
+    "ws/bad/evilrun: a run dir whose checkpoints/model.ckpt is hostile."
+    run = ws / 'bad' / 'evilrun'; (run / 'checkpoints').mkdir(parents=True, exist_ok=True)
+    torch.save({'model': {}, 'config': Evil(ws / MARKER)}, run / 'checkpoints' / 'model.ckpt')
+    return run
+
+def resume_keys(**kw):
+    "An edit that turns on `training.resume` with these keys."
+    return set_keys(training__resume=dict(is_resume=True, **kw))
+
+
+CASES = [
+    # -- config.yaml: keys, types, ranges, YAML
+    Case('misspelt_key', 'misspelt key `training.lrr`', **_train('pretraining', 'typo', set_keys(training__lrr=1e-3)),
+         needles=('config.yaml', "'training.lrr'", "did you mean 'training.lr'")),
+    Case('misspelt_section', 'misspelt section `architcture:`',
+         **_train('pretraining', 'typo2', lambda c: c.__setitem__('architcture', c.pop('architecture'))),
+         needles=("'architcture'", "did you mean 'architecture'")),
+    Case('negative_lr', '`training.lr: -0.001`', **_train('pretraining', 'neg_lr', set_keys(training__lr=-1e-3)),
+         needles=('training.lr', '-0.001', 'greater than 0')),
+    Case('warmup_ratio', '`training.warmup_ratio: 1.5`', **_train('pretraining', 'warmup', set_keys(training__warmup_ratio=1.5)),
+         needles=('training.warmup_ratio', '1.5', 'less than or equal to 1')),
+    Case('heads', '`hidden_size: 30` with `num_heads: 4`', **_train('pretraining', 'heads', set_keys(architecture__hidden_size=30, architecture__num_heads=4)),
+         needles=('architecture', 'hidden_size=30', 'num_heads=4')),
+    Case('wrong_type', '`training.batch_size: sixteen`', **_train('pretraining', 'bs_type', set_keys(training__batch_size='sixteen')),
+         needles=('training.batch_size', "'sixteen'", 'valid integer')),
+    Case('bad_choice', '`architecture.position_encoding: rotary`', **_train('pretraining', 'pos', set_keys(architecture__position_encoding='rotary')),
+         needles=('architecture.position_encoding', "'rotary'", "'rope'")),
+    Case('max_length', '`tokenizer.max_length: 64` > `architecture.max_position_embeddings: 32`',
+         **_train('pretraining', 'maxlen', set_keys(tokenizer__max_length=64)), needles=('tokenizer.max_length = 64', 'max_position_embeddings = 32')),
+    Case('yaml_syntax', 'YAML syntax error (a tab on line 3)', argv=['train.py', '-n', 'yaml', '-m', 'pretraining'],
+         setup=_cfg('pretraining', 'yaml', text='experiment:\n  name: yaml\n\tkind: pretraining\n'), needles=('yaml/config.yaml', 'not valid YAML', 'line 3')),
+    Case('wrong_mode', 'a finetuning config under `-m pretraining`', **_train('pretraining', 'kind', set_keys(experiment__kind='finetuning')),
+         needles=('experiment.kind', "'finetuning'", '-m pretraining')),
+    Case('device_cuda', '`training.device: cuda` on a machine without CUDA', **_train('pretraining', 'cuda', set_keys(training__device='cuda')),
+         needles=('training.device', 'CUDA is not available', "'cpu'")),
+    Case('class_weights', '`training.class_weights` with 3 values for 2 labels', **_train('finetuning', 'cw', set_keys(training__class_weights=[1, 2, 3])),
+         needles=('training.class_weights', '3 values', 'num_labels')),
+    Case('patience_no_val', '`early_stopping_patience` without a val set',
+         **_train('finetuning', 'patience', set_keys(training__early_stopping_patience=2, data__val__dataset_path=None)), needles=('early_stopping_patience', 'data.val.dataset_path')),
+    Case('no_train_path', '`data.train.dataset_path: null`', **_train('pretraining', 'notrain', set_keys(data__train__dataset_path=None)),
+         needles=('data.train.dataset_path', 'txc prepare')),
+    Case('wrapper_path', '`tokenizer.wrapper_path` naming a missing module', **_train('pretraining', 'wrapper', set_keys(tokenizer__wrapper_path='mytok:Tokenizer')),
+         needles=('tokenizer.wrapper_path', "'mytok:Tokenizer'")),
+    # -- datasets
+    Case('missing_dataset', '`data.train.dataset_path` that does not exist', **_train('pretraining', 'nodata', set_keys(data__train__dataset_path='data/nope.pt')),
+         needles=('data.train.dataset_path', 'data/nope.pt', 'not found')),
+    Case('mask_long', 'attention mask of dtype long', **_with_train('pretraining', 'mask_long', lambda ws: save_ds(_bad(ws, 'long.pt'), _val(ws)[0], _val(ws)[1].long())),
+         needles=('long.pt', 'torch.int64', 'True = PAD')),
+    Case('mask_inverted', 'inverted mask (position 0 marked PAD)', **_with_train('pretraining', 'mask_inv', lambda ws: save_ds(_bad(ws, 'inv.pt'), _val(ws)[0], ~_val(ws)[1])),
+         needles=('inv.pt', 'position 0', 'inverted')),
+    Case('length_mismatch', 'input_ids of 32 rows, attention_mask of 31', **_with_train('pretraining', 'rows', lambda ws: save_ds(_bad(ws, 'rows.pt'), _val(ws)[0], _val(ws)[1][:-1])),
+         needles=('rows.pt', 'attention_mask shape (31, 24) differs from input_ids shape (32, 24)')),
+    Case('labels_rows', '31 labels for 32 rows', **_with_train('finetuning', 'lab_rows', lambda ws: save_ds(_bad(ws, 'labrows.pt'), *_val(ws)[:2], _val(ws)[2][:-1])),
+         needles=('labrows.pt', 'labels', '32 rows')),
+    Case('empty_dataset', 'a dataset with 0 rows', **_with_train('pretraining', 'empty', lambda ws: save_ds(_bad(ws, 'empty.pt'), _val(ws)[0][:0], _val(ws)[1][:0])),
+         needles=('empty.pt', 'empty')),
+    Case('token_ids', 'token ids >= `architecture.vocab_size` (another tokenizer)', **_with_train('pretraining', 'ids', lambda ws: save_ds(_bad(ws, 'ids.pt'), _val(ws)[0] + 100, _val(ws)[1])),
+         needles=('ids.pt', 'token id', 'architecture.vocab_size = 64', 'txc prepare')),
+    Case('labels_range', 'label 5 with `num_labels: 2`', **_with_train('finetuning', 'labels', lambda ws: save_ds(_bad(ws, 'lab5.pt'), *_val(ws)[:2], torch.full((32,), 5))),
+         needles=('lab5.pt', 'label 5', 'num_labels')),
+    Case('no_labels', 'finetuning on a dataset without labels', **_with_train('finetuning', 'nolabels', lambda ws: save_ds(_bad(ws, 'nolab.pt'), *_val(ws)[:2])),
+         needles=('nolab.pt', 'no labels', '--label-field')),
+    Case('not_tensordataset', 'a .pt holding a dict of tensors', argv=['txc', 'check', 'bad/dict.pt'],
+         setup=lambda ws: torch.save(dict(input_ids=_val(ws)[0], attention_mask=_val(ws)[1]), _bad(ws, 'dict.pt')), needles=('dict.pt', 'holds a dict', 'txc prepare')),
+    Case('labels_json', 'labels.json with 3 names, `num_labels: 2`',
+         argv=['train.py', '-n', 'names', '-m', 'finetuning'],
+         setup=lambda ws: write_config(ws, 'finetuning', 'names', set_keys(data__labels_path=_rel(ws, _bad(ws, 'labels.json', '["a", "b", "c"]')))),
+         needles=('labels.json', '3 labels', 'num_labels is 2')),
+    Case('labels_json_syntax', 'labels.json that is not JSON', argv=['train.py', '-n', 'names2', '-m', 'finetuning'],
+         setup=lambda ws: write_config(ws, 'finetuning', 'names2', set_keys(data__labels_path=_rel(ws, _bad(ws, 'names.json', "['a', 'b']")))),
+         needles=('data.labels_path', 'names.json', 'JSON list')),
+    # -- tokenizer
+    Case('missing_vocab', '`tokenizer.vocab_dir` that does not exist', **_train('pretraining', 'novocab', set_keys(tokenizer__vocab_dir='nope/vocab')),
+         needles=('nope/vocab', 'tokenizer.vocab_dir')),
+    Case('vocab_size', "`architecture.vocab_size: 32` below the tokenizer's 64", **_train('pretraining', 'vocab', set_keys(architecture__vocab_size=32)),
+         needles=('architecture.vocab_size = 32', 'set it to 64')),
+    # -- runs, resume, generators, predict
+    Case('wrong_flag', '`train.py -m pretrain` (a bad choice)', argv=['train.py', '-n', 'pre', '-m', 'pretrain'], needles=('-m/--mode', "'pretrain'", '--help')),
+    Case('no_experiment', '`train.py -n` of an experiment never generated', argv=['train.py', '-n', 'ghost', '-m', 'finetuning'],
+         needles=('experiments/finetuning/ghost', 'generate_finetuning_experiment.py -f ghost')),
+    Case('no_pretrained_ckpt', 'finetuning from a pretraining run never trained', **_train('finetuning', 'ft_nockpt', set_keys(pretrained_experiment__name='pre_untrained')),
+         needles=('pretrained_experiment', 'pre_untrained/checkpoints/model.ckpt', 'not found')),
+    Case('resume_missing', '`training.resume.checkpoint_path` that does not exist', **_train('pretraining', 'res_missing', resume_keys(checkpoint_path='checkpoints/last.ckpt')),
+         needles=('training.resume.checkpoint_path', 'last.ckpt', 'not found')),
+    Case('resume_weights_only', '`load_only_model_state: false` from a weights-only model.ckpt',
+         **_train('pretraining', 'res_full', resume_keys(checkpoint_path='../pre/checkpoints/model.ckpt', load_only_model_state=False)),
+         needles=('load_only_model_state', 'holds weights only', 'last.ckpt')),
+    Case('resume_arch', 'resuming a 1-layer checkpoint into 2 layers (`strict: true`)',
+         **_train('pretraining', 'res_arch', lambda c: (set_keys(architecture__num_layers=2)(c), resume_keys(checkpoint_path='../pre/checkpoints/last.ckpt')(c))),
+         needles=('last.ckpt does not match the model', 'missing keys: encoder.blocks.1.', 'strict: false')),
+    Case('rerun_finished', '`train.py` again on a finished run (a reused or mistyped name)', argv=['train.py', '-n', 'pre', '-m', 'pretraining'],
+         needles=('experiments/pretraining/pre already holds checkpoints', 'model.ckpt', 'checkpoint_path: checkpoints/last.ckpt')),
+    Case('rp_missing', '`-rp` of a run that does not exist', argv=['gen-pre', '-p', 'newrun', '-rp', 'ghost'], needles=('-rp ghost', 'experiments/pretraining/ghost')),
+    Case('name_exists', 'generating an experiment name that exists', argv=['gen-pre', '-p', 'pre'], needles=('experiments/pretraining/pre', 'already exists', '--force')),
+    Case('name_slash', 'an experiment name with a slash', argv=['gen-ft', '-f', '../ft2', '-p', 'pre'], needles=("'../ft2'", 'no slashes')),
+    Case('ft_missing_pre', '`generate_finetuning_experiment.py -p` of a missing run', argv=['gen-ft', '-f', 'ft2', '-p', 'ghost'], needles=('-p ghost', 'experiments/pretraining/ghost')),
+    Case('predict_pretraining', '`txc predict` on a pretraining run', argv=['txc', 'predict', '-n', 'experiments/pretraining/pre', '--text', 'hi'],
+         needles=('pretraining/pre is a pretraining run', 'finetuning')),
+    Case('predict_ghost', '`txc predict -n` of a run that does not exist', argv=['txc', 'predict', '-n', 'ghost', '--text', 'hi'], needles=('experiments/finetuning/ghost', 'not found')),
+    Case('predict_input', '`txc predict --input` of a missing file', argv=['txc', 'predict', '-n', 'ft', '--input', 'nope.txt'], needles=('--input', 'nope.txt', 'not found')),
+    # -- text files for `txc prepare` / `txc tokenizer`
+    Case('csv_no_text', 'a CSV without the text column', argv=['txc', 'prepare', '--input', 'bad/notext.csv', '--tokenizer', 'vocab', '--out', 'prep'],
+         setup=lambda ws: _bad(ws, 'notext.csv', 'body,label\nhello,a\nbye,b\n'), needles=('notext.csv', "'text'", 'body, label', '--text-field')),
+    Case('non_utf8', 'a Latin-1 .txt file', argv=['txc', 'prepare', '--input', 'bad/latin1.txt', '--tokenizer', 'vocab', '--out', 'prep'],
+         setup=lambda ws: _bad(ws, 'latin1.txt', 'caf\xe9 cr\xe8me br\xfbl\xe9e\n'.encode('latin-1')), needles=('latin1.txt', 'UTF-8', 'iconv')),
+    Case('non_utf8_tokenizer', 'a Latin-1 .csv for `txc tokenizer`', argv=['txc', 'tokenizer', '--input', 'bad/latin1.csv', '--out', 'vocab2'],
+         setup=lambda ws: _bad(ws, 'latin1.csv', 'text\ncaf\xe9\n'.encode('latin-1')), needles=('latin1.csv', 'UTF-8')),
+    Case('bad_splits', '`txc prepare --splits 0.5,0.5`', argv=['txc', 'prepare', '--input', 'texts.txt', '--tokenizer', 'vocab', '--out', 'prep', '--splits', '0.5,0.5'],
+         needles=("splits '0.5,0.5'", 'three fractions')),
+    # -- hostile files: refused, never executed
+    Case('evil_check', '`txc check` of a .pt that runs code when unpickled', argv=['txc', 'check', 'bad/evil.pt'], setup=lambda ws: _evil(ws, 'evil.pt'),
+         needles=('evil.pt', 'refuses to unpickle', 'it needs io.open')),
+    Case('evil_dataset', 'a hostile .pt as `data.train.dataset_path`', **_with_train('pretraining', 'evil_data', lambda ws: _evil(ws, 'evil.pt')),
+         needles=('data.train.dataset_path', 'evil.pt', 'refuses to unpickle')),
+    Case('evil_resume', 'a hostile .ckpt as `training.resume.checkpoint_path`', argv=['train.py', '-n', 'evil_resume', '-m', 'pretraining'],
+         setup=lambda ws: write_config(ws, 'pretraining', 'evil_resume', resume_keys(checkpoint_path='../../../' + _rel(ws, _evil(ws, 'evil.ckpt')))),
+         needles=('evil.ckpt', 'needs arbitrary pickle', 'refused')),
+    Case('evil_pretrained', "a hostile pretraining run's model.ckpt", argv=['train.py', '-n', 'evil_ft', '-m', 'finetuning'],
+         setup=lambda ws: write_config(ws, 'finetuning', 'evil_ft', set_keys(pretrained_experiment__run_dir=_rel(ws, _evil_run(ws)))),
+         needles=('evilrun/checkpoints/model.ckpt', 'needs arbitrary pickle', 'refused')),
+    Case('evil_predict', '`txc predict` on a run with a hostile model.ckpt', argv=['txc', 'predict', '-n', 'bad/evilrun', '--text', 'hi'],
+         setup=_evil_run, needles=('evilrun/checkpoints/model.ckpt', 'needs arbitrary pickle', 'refused')),
+]
+
+
+# ---- running a case ----
+
+SCRIPTS = {'train.py': 'train.py', 'gen-pre': 'experiments/generate_pretraining_experiment.py', 'gen-ft': 'experiments/generate_finetuning_experiment.py'}
+
+def run_subprocess(case:Case, ws:Path, timeout:int=180)->tuple[int, str, str]:
+    "(exit code, stdout, stderr) of the case's real command (`txc` console script or repo script), run in `ws`."
+    head, rest = case.argv[0], [str(a) for a in case.argv[1:]]
+    cmd = ['txc', *rest] if head == 'txc' else [sys.executable, str(ROOT / SCRIPTS[head]), *rest]
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
+    res = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, timeout=timeout, env=env)
+    return res.returncode, res.stdout, res.stderr
+
+
+def run_in_process(case:Case, ws:Path)->tuple[int, str, str]:
+    "(exit code, stdout, stderr) of the entry point the command calls, run in this process with `ws` as working dir."
+    from txc.cli import main, train_main, generate_pretraining_main, generate_finetuning_main
+    fn = {'txc': main, 'train.py': train_main, 'gen-pre': generate_pretraining_main, 'gen-ft': generate_finetuning_main}[case.argv[0]]
+    out, err = io.StringIO(), io.StringIO()
+    with workdir(ws), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: rc = fn([str(a) for a in case.argv[1:]])
+        except SystemExit as e: rc = e.code
+        except BaseException: rc = 1; traceback.print_exc()
+    return rc, out.getvalue(), err.getvalue()
+
+
+def run_case(case:Case, template:Path, ws:Path, run=run_subprocess)->dict:
+    "Copy workspace `template` to `ws`, write the case's bad input, run it; return what `check_result` checks."
+    shutil.copytree(template, ws)
+    if case.setup: case.setup(ws)
+    before = snapshot(ws)
+    rc, out, err = run(case, ws)
+    return dict(rc=rc, out=out, err=err, changed=snapshot_diff(before, snapshot(ws)), marker=(ws / MARKER).exists())
+
+
+def check_result(case:Case, r:dict)->str:
+    "Assert the contract on `run_case`'s result; return the error line."
+    rc, out, err = r['rc'], r['out'], r['err']
+    lines = err.strip().splitlines()
+    assert rc == 2 and 'Traceback' not in out + err, f'{case.name}: exit {rc}\n{out[-2000:]}\n{err[-3000:]}'
+    assert len(lines) == 1 and lines[0].startswith('error: '), f'{case.name}: stderr is not one error line:\n{err}'
+    for n in case.needles: assert str(n) in lines[0], f'{case.name}: {n!r} not in {lines[0]!r}'
+    assert not r['changed'], f'{case.name}: files written or changed: {r["changed"]}'
+    assert not r['marker'], f'{case.name}: the hostile pickle ran'
+    return lines[0]
