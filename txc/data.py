@@ -44,13 +44,6 @@ def _check_id_range(ids, vocab_size, source):
         _fail(source, f'token id {hi} in row {(ids == hi).nonzero()[0, 0].item()} is outside [0, {vocab_size}) of architecture.vocab_size = {vocab_size}: '
               'the file was tokenized with a bigger vocab; run `txc prepare` again with tokenizer.vocab_dir, or raise architecture.vocab_size')
 
-def _check_id_range(ids, vocab_size, source):
-    lo, hi = ids.min().item(), ids.max().item()
-    if lo < 0: _fail(source, f'token id {lo} in row {(ids == lo).nonzero()[0, 0].item()} is negative: token ids index the vocab; recreate the file with `txc prepare`')
-    if vocab_size is not None and hi >= vocab_size:
-        _fail(source, f'token id {hi} in row {(ids == hi).nonzero()[0, 0].item()} is outside [0, {vocab_size}) of architecture.vocab_size = {vocab_size}: '
-              'the file was tokenized with a bigger vocab; run `txc prepare` again with tokenizer.vocab_dir, or raise architecture.vocab_size')
-
 # %% ../nbs/02_data.ipynb #c8125528
 def validate_tensors(input_ids, attention_mask, labels=None,
                      num_labels:int|None=None, # labels must lie in [0, num_labels) when given
