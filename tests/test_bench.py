@@ -43,3 +43,17 @@ def test_txc_bench_cli_end_to_end():
     for r in rows:
         gap = float(re.search(r'loss gap (\S+)', r).group(1))
         assert gap < 1e-4 and re.search(r'ratio +[\d.]+x', r) and 'MFU' in r, r
+
+
+def test_bench_compile_wraps_only_the_txc_side(tok, monkeypatch):
+    "`--compile` hands the txc model (not transformers') to torch.compile, and the row says so."
+    from txc.heads import MaskedLM
+    seen = []
+    monkeypatch.setattr(torch, 'compile', lambda m, **kw: seen.append((type(m), kw)) or m)
+    old = torch.get_num_threads()
+    run = lambda **kw: bench('tiny', 'mlm', repeats=1, steps=1, batch_size=4, max_length=32, threads=1, tok=tok, **kw)
+    try: compiled, eager = run(compile=True), run()
+    finally: torch.set_num_threads(old)
+    assert seen == [(MaskedLM, {'dynamic': True})]                       # once, for the compiled run's txc model only
+    assert compiled.compiled and compiled.row().endswith('(txc compiled)') and compiled.loss_gap < 1e-4
+    assert not eager.compiled and not eager.row().endswith('(txc compiled)')

@@ -141,6 +141,7 @@ class BenchResult:
     txc_secs: list = field(default_factory=list)
     peak_flops: float = 0.0     # best measured matmul FLOP/s
     loss_gap: float = float('nan')  # |txc - transformers| loss at equal weights
+    compiled: bool = False          # txc side run through torch.compile
     @property
     def ratio(self)->float: return statistics.median(self.ratios)
     @property
@@ -149,11 +150,11 @@ class BenchResult:
         med = statistics.median
         return (f"{self.workload:8} {self.preset:5} txc {med(self.txc_tok_s):7,.0f} tok/s  transformers {med(self.hf_tok_s):7,.0f} tok/s  "
                 f"ratio {self.ratio:5.2f}x (median of {len(self.ratios)}; {min(self.ratios):.2f}-{max(self.ratios):.2f})  "
-                f"txc MFU {100 * self.mfu:4.1f}% of {self.peak_flops / 1e9:.0f} GFLOP/s  loss gap {self.loss_gap:.1e}")
+                f"txc MFU {100 * self.mfu:4.1f}% of {self.peak_flops / 1e9:.0f} GFLOP/s  loss gap {self.loss_gap:.1e}" + ('  (txc compiled)' if self.compiled else ''))
 
 # %% ../nbs/11_bench.ipynb #9799fc4d
 def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_size:int=32, max_length:int=128,
-          device:str='cpu', threads:int|None=None, seed:int=0, tok=None)->BenchResult:
+          device:str='cpu', threads:int|None=None, seed:int=0, tok=None, compile:bool=False)->BenchResult:
     "Median txc/transformers throughput ratio of training steps on real corpus batches."
     if threads: torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -163,12 +164,13 @@ def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_s
     hf = hf_model(arch, task).to(device)
     model = load_hf_weights(txc_model(arch, task), hf).to(device)
     res = BenchResult('mlm' if task == 'mlm' else 'finetune', preset, loss_gap=loss_gap(model, hf, batches[0]))
+    if compile: model, res.compiled = torch.compile(model, dynamic=True), True   # txc side only; compiled during the warm-up
     sides = {'txc': train_step_fn(model, hf=False), 'hf': train_step_fn(hf, hf=True)}
     real = sum(int((~b['attention_mask']).sum()) for b in batches)
     res.flops = sum(step_flops(arch, (~b['attention_mask']).sum(1).cpu(), int((b['labels'] != -100).sum()) if task == 'mlm' else len(b['labels']),
                                arch.vocab_size if task == 'mlm' else 16) for b in batches)
     for step in sides.values():
-        for b in batches[:2]: step(b)                                    # warm-up
+        for b in batches if compile else batches[:2]: step(b)          # warm-up (every shape once when compiling)
     for r in range(repeats):
         res.peak_flops, secs = max(res.peak_flops, matmul_peak(device=device)), {}
         for name in (['txc', 'hf'] if r % 2 == 0 else ['hf', 'txc']):
