@@ -69,3 +69,7 @@ def test_prepare_then_check_roundtrip(tmp_path, tiny_vocab):
     assert json.loads((tmp_path / 'out' / 'labels.json').read_text()) == ['x', 'y']
     for split in ('train', 'val', 'test'):
         assert run_txc('check', tmp_path / 'out' / f'{split}.pt', '--num-labels', 2).returncode == 0
+
+def test_quickstart_bad_threads_fails_before_any_work(tmp_path):
+    assert_user_error(run_txc('quickstart', '--threads', '0', '--root', tmp_path / 'qs'), '--threads 0')
+    assert not (tmp_path / 'qs').exists()

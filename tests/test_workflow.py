@@ -73,8 +73,11 @@ def test_cheat_sheet(tmp_path):
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr
 
 def test_quickstart_smoke(tmp_path):
-    res = run_txc('quickstart', '--preset', 'smoke', '--root', tmp_path / 'qs', '--no-progress', timeout=900)
+    res = run_txc('quickstart', '--preset', 'smoke', '--root', tmp_path / 'qs', '--no-progress', '--threads', '1', timeout=900)
     assert res.returncode == 0, res.stderr
+    from txc.config import load_config
+    for kind, name in (('pretraining', 'quickstart_pre'), ('finetuning', 'quickstart_ft')):     # --threads reaches both runs
+        assert load_config(tmp_path / 'qs' / 'experiments' / kind / name / 'config.yaml').training.num_threads == 1
     assert 'test macro-F1' in res.stdout and 'finetuning run:' in res.stdout
     ft = tmp_path / 'qs' / 'experiments' / 'finetuning' / 'quickstart_ft'
     assert (ft / 'checkpoints' / 'model.ckpt').is_file() and (ft / 'metrics' / 'eval' / 'test.csv').is_file()

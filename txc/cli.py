@@ -110,10 +110,11 @@ def add_quickstart(sub):
     p.add_argument('--root', default='txc-quickstart', help='directory for the vocab, datasets and runs')
     p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
+    p.add_argument('--threads', type=int, default=None, help="torch threads for both runs (default: torch's, one per core); 1 is faster on a busy machine")
 
 def cmd_quickstart(args):
     from txc.quickstart import quickstart, summary_table
-    print(summary_table(quickstart(args.root, args.preset, args.force, progress=not args.no_progress)))
+    print(summary_table(quickstart(args.root, args.preset, args.force, progress=not args.no_progress, threads=args.threads)))
 
 def add_bench(sub):
     p = sub.add_parser('bench', help='training throughput of txc against transformers on the same model and batches')
@@ -125,6 +126,7 @@ def add_bench(sub):
     p.add_argument('--max-length', type=int, default=128)
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch decides)')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    p.add_argument('--compile', action='store_true', help='run the txc side through torch.compile (compile time not counted)')
 
 def cmd_bench(args):
     from txc.bench import bench, bench_tokenizer
@@ -134,7 +136,7 @@ def cmd_bench(args):
     tok = bench_tokenizer()
     for preset in args.preset:
         for task in args.task:
-            r = bench(preset, 'mlm' if task == 'mlm' else 'cls', args.repeats, args.steps, args.batch_size, args.max_length, args.device, args.threads, tok=tok)
+            r = bench(preset, 'mlm' if task == 'mlm' else 'cls', args.repeats, args.steps, args.batch_size, args.max_length, args.device, args.threads, tok=tok, compile=args.compile)
             print(r.row(), flush=True)
 
 # %% ../nbs/10_cli.ipynb #dfe72f20

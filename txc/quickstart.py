@@ -39,10 +39,11 @@ PRESETS = {
         finetuning=dict(training=dict(epochs=1, batch_size=32, lr=1e-3))),
     'default': QuickstartPreset(               # tuned for <= 15 min on 2 CPU cores: see "Tuning the default preset" below
         vocab_size=8192, max_length=64,
-        pretraining=dict(architecture=dict(preset='tiny'), mlm_head=dict(mask_rate=0.3),
-                         training=dict(epochs=1, max_steps=1000, batch_size=32, lr=2e-3, warmup_ratio=0.05, eval_every_n_steps=500, num_threads=1)),
+        pretraining=dict(architecture=dict(preset='tiny', position_encoding='rope', activation='geglu', dropout=0.0, attention_dropout=0.0),
+                         mlm_head=dict(mask_rate=0.3),
+                         training=dict(epochs=3, max_steps=4500, batch_size=32, lr=2e-3, warmup_ratio=0.05, eval_every_n_steps=1500)),
         finetuning=dict(classification_head=dict(pooling='mean'),
-                        training=dict(epochs=3, batch_size=32, lr=1e-3, warmup_ratio=0.1, num_threads=1))),
+                        training=dict(epochs=3, batch_size=32, lr=1e-3, warmup_ratio=0.1, class_weights='balanced'))),
 }
 
 # %% ../nbs/08b_quickstart.ipynb #0ac0a20d
@@ -112,9 +113,10 @@ def data_overrides(root:Path, kind:str, tok)->dict:
                 logging=dict(log_metrics_csv=True))
 
 # %% ../nbs/08b_quickstart.ipynb #8e9390e7
-def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, progress:bool=True)->dict:
+def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, progress:bool=True, threads:int|None=None)->dict:
     "Tokenizer, datasets, pretraining, finetuning and test evaluation on the bundled corpus."
     if preset not in PRESETS: raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if threads is not None and threads < 1: raise ConfigError(f"--threads {threads}: use 1 or more (or leave it out for torch's default)")
     p, root, clock = PRESETS[preset], Path(root), Stopwatch()
     if root.exists() and any(root.iterdir()):
         if not force: raise ConfigError(f"{root} already holds a quickstart: pass --force to start it afresh, or choose another --root")
@@ -122,11 +124,12 @@ def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, pr
     tok = clock('tokenizer', build_tokenizer, p, root / 'vocab')
     clock('datasets', build_datasets, p, tok, root / 'data')
     exp, log = root / 'experiments', dict(logging=dict(progress_bar=progress))
+    cli = dict(training=dict(num_threads=threads)) if threads else {}    # wins over the preset, in both runs
     pre = configure(generate_pretraining_experiment('quickstart_pre', root=exp),
-                    merge(data_overrides(root, 'pretraining', tok), log, p.pretraining, dict(architecture=dict(vocab_size=tok.vocab_size))))
+                    merge(data_overrides(root, 'pretraining', tok), log, p.pretraining, dict(architecture=dict(vocab_size=tok.vocab_size)), cli))
     pre_t = clock('pretraining', train, load_config(pre), pre.parent)
     ft = configure(generate_finetuning_experiment('quickstart_ft', 'quickstart_pre', root=exp),
-                   merge(data_overrides(root, 'finetuning', tok), log, p.finetuning, dict(classification_head=dict(num_labels=len(SECTIONS)))))
+                   merge(data_overrides(root, 'finetuning', tok), log, p.finetuning, dict(classification_head=dict(num_labels=len(SECTIONS))), cli))
     ft_t = clock('finetuning', train, load_config(ft), ft.parent)
     return dict(preset=preset, root=root, times=clock.times, test=ft_t.results.get('test', {}), val=ft_t.results.get('val', {}),
                 mlm_val=pre_t.results.get('val', {}), runs=dict(pretraining=pre.parent, finetuning=ft.parent))
