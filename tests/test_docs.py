@@ -2,7 +2,7 @@
 headless Chromium renders the index and an API page, and the API reference shows `Encoder.from_bert`'s signature."""
 import configparser, functools, html, http.server, json, os, re, shutil, subprocess, sys, tempfile, threading, time
 from html.parser import HTMLParser
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -114,7 +114,7 @@ def signature_text(page_html: str, qualname: str) -> str:
 
 @pytest.mark.parametrize('page,qualname,signature', [
     ('encoder.html', 'Encoder.from_bert', 'deffrom_bert(model_dir'),  # the contract in DESIGN.md
-    ('config.html', 'load_config', 'defload_config(path'),
+    ('config_io.html', 'load_config', 'defload_config(path'),
 ])
 def test_api_page_shows_signature(site, page, qualname, signature):
     "show_doc rendered the symbol under its public name, with its signature."

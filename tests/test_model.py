@@ -2,12 +2,11 @@
 
 The fast unit tests live in nbs/03_attention, 04_encoder and 05_heads; these take seconds to a minute on CPU.
 """
-import contextlib, os
+import contextlib
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from txc.config import ArchitectureConfig, ClassificationHeadConfig, DataError, MLMHeadConfig
 from txc.encoder import Encoder

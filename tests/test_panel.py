@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from txc.checkpoint import load_checkpoint
-from txc.config import load_config
+from txc.config_io import load_config
 from txc.loggers import read_csv
-from txc.panel import RunPanel, demo_experiments
+from txc.experiments import demo_experiments
+from txc.panel import RunPanel
 from txc.trainer import Callback
 
 

@@ -5,10 +5,11 @@ matplotlib.use('Agg')
 import pytest
 import torch
 
-from txc.config import DataError, load_config
+from txc.config import DataError
+from txc.config_io import load_config
 from txc.experiments import generate_finetuning_experiment, generate_pretraining_experiment
 from txc.loggers import read_csv
-from txc.panel import demo_experiments
+from txc.experiments import demo_experiments
 from txc.plots import plot_confusion, plot_metrics, read_confusion
 from txc.quickstart import configure
 from txc.training import train

@@ -1,6 +1,5 @@
 "The seed's Cheat Sheet, command for command, as subprocesses, with the config edits a user would make in between."
 import csv, json, subprocess, sys
-from pathlib import Path
 import yaml
 from conftest import ROOT, run_txc
 
@@ -75,7 +74,7 @@ def test_cheat_sheet(tmp_path):
 def test_quickstart_smoke(tmp_path):
     res = run_txc('quickstart', '--preset', 'smoke', '--root', tmp_path / 'qs', '--no-progress', '--threads', '1', timeout=900)
     assert res.returncode == 0, res.stderr
-    from txc.config import load_config
+    from txc.config_io import load_config
     for kind, name in (('pretraining', 'quickstart_pre'), ('finetuning', 'quickstart_ft')):     # --threads reaches both runs
         assert load_config(tmp_path / 'qs' / 'experiments' / kind / name / 'config.yaml').training.num_threads == 1
     assert 'test macro-F1' in res.stdout and 'finetuning run:' in res.stdout

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from txc.config import TxcConfig, TxcError, load_config, save_config
+from txc.config import TxcConfig, TxcError
+from txc.config_io import load_config, save_config
 
 WORDS = 'alpha beta gamma delta kernel driver python library game sound video network editor font mail chess puzzle'.split()
 GAME_WORDS = ('game', 'chess', 'puzzle')

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ArchitectureConfig, MLMHeadConfig, ClassificationHeadConfig, ConfigError
+from .config import ArchitectureConfig, MLMHeadConfig, ClassificationHeadConfig
 from .collate import MLMCollator, ClassificationCollator
 from .encoder import bert_state_to_txc
 from .heads import MaskedLM, Classifier

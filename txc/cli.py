@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse, json, sys, time, warnings
 from pathlib import Path
 
-from .config import TxcError, DataError, load_config, config_to_yaml
+from .config import TxcError, DataError
+from .config_io import load_config, config_to_yaml
 
 # %% auto #0
 __all__ = ['COMMANDS', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check', 'cmd_check', 'add_train',

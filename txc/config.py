@@ -4,18 +4,14 @@
 
 # %% ../nbs/00_config.ipynb #ef32d6ec
 from __future__ import annotations
-import difflib
-from pathlib import Path
 from typing import Literal, Optional, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # %% auto #0
 __all__ = ['PRESETS', 'TxcError', 'ConfigError', 'DataError', 'Section', 'ExperimentConfig', 'LoggingConfig', 'TokenizerConfig',
            'preset_sizes', 'ArchitectureFields', 'ArchitectureConfig', 'MLMHeadConfig', 'ClassificationHeadConfig',
-           'ResumeConfig', 'TrainingConfig', 'DatasetSplit', 'DataConfig', 'PretrainedExperimentConfig', 'TxcConfig',
-           'valid_keys', 'closest_key', 'config_error', 'load_config', 'config_to_yaml', 'save_config']
+           'ResumeConfig', 'TrainingConfig', 'DatasetSplit', 'DataConfig', 'PretrainedExperimentConfig', 'TxcConfig']
 
 # %% ../nbs/00_config.ipynb #65d6222a
 class TxcError(Exception):
@@ -231,83 +227,3 @@ class TxcConfig(Section):
             raise ValueError(f"tokenizer.max_length = {self.tokenizer.max_length} exceeds architecture.max_position_embeddings = "
                              f"{self.architecture.max_position_embeddings}: lower the one or raise the other")
         return self
-
-# %% ../nbs/00_config.ipynb #e003e504
-def _section_type(annotation):
-    "The Section class inside an annotation such as `Optional[MLMHeadConfig]`, else None."
-    for t in getattr(annotation, '__args__', None) or (annotation,):
-        if isinstance(t, type) and issubclass(t, BaseModel): return t
-
-def valid_keys(model=None)->list[str]:
-    "Every dotted key of the schema, e.g. 'training.resume.strict'."
-    keys = []
-    for name, f in (model or TxcConfig).model_fields.items():
-        keys.append(name)
-        if sub := _section_type(f.annotation): keys += [f'{name}.{k}' for k in valid_keys(sub)]
-    return keys
-
-# %% ../nbs/00_config.ipynb #e88abea9
-def closest_key(key:str)->Optional[str]:
-    "The valid dotted key closest to a misspelt one: same section first, then anywhere."
-    keys = valid_keys()
-    parent, _, leaf = key.rpartition('.')
-    siblings = [k.rpartition('.')[2] for k in keys if k.rpartition('.')[0] == parent]
-    if near := difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6): return f'{parent}.{near[0]}' if parent else near[0]
-    anywhere = {k.rpartition('.')[2]: k for k in keys}
-    near = difflib.get_close_matches(leaf, list(anywhere), n=1, cutoff=0.75)
-    return anywhere[near[0]] if near else None
-
-# %% ../nbs/00_config.ipynb #3c2d0d1a
-def config_error(err:ValidationError, source:str='config')->ConfigError:
-    "One-line `ConfigError` naming the file, each bad key and the fix."
-    parts = []
-    for e in err.errors():
-        key = '.'.join(str(p) for p in e['loc'])
-        if e['type'] == 'extra_forbidden':
-            near = closest_key(key)
-            parts.append(f"unknown key '{key}'" + (f" (did you mean '{near}'?)" if near else ''))
-        else:
-            shown = '' if e['type'] == 'missing' or isinstance(e.get('input'), dict) else f" = {e.get('input')!r}"
-            parts.append((f"{key}{shown}: " if key else '') + e['msg'].removeprefix('Value error, '))   # a check across sections names its keys itself
-    return ConfigError(f"{source}: " + '; '.join(parts))
-
-# %% ../nbs/00_config.ipynb #ad0b2335
-def load_config(path)->TxcConfig:
-    "Read and validate a config.yaml; every problem is a one-line `ConfigError`."
-    path = Path(path)
-    if not path.is_file(): raise ConfigError(f"{path}: config file not found")
-    try: data = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except yaml.YAMLError as e:
-        mark = getattr(e, 'problem_mark', None)
-        where = f" at line {mark.line + 1}" if mark else ''
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    if data is None: data = {}
-    if not isinstance(data, dict): raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
-    try: return TxcConfig.model_validate(data)
-    except ValidationError as e: raise config_error(e, str(path)) from None
-
-# %% ../nbs/00_config.ipynb #2926078c
-def _yaml_scalar(v)->str:
-    "One value in YAML flow style, on one line."
-    text = yaml.safe_dump(list(v) if isinstance(v, tuple) else v, default_flow_style=True, width=10_000)
-    return text.removesuffix('\n').removesuffix('\n...').strip()
-
-def _yaml_lines(model:BaseModel, indent:int=0)->list[str]:
-    pad, lines = '  ' * indent, []
-    fixed = set(preset_sizes(model.preset)) if isinstance(model, ArchitectureConfig) and model.preset else set()
-    for name, f in type(model).model_fields.items():
-        if name in fixed: continue
-        v = getattr(model, name)
-        if isinstance(v, BaseModel): lines += [f'{pad}{name}:  # {f.description}', *_yaml_lines(v, indent + 1)]
-        else: lines.append(f'{pad}{name}: {_yaml_scalar(v)}  # {f.description}')
-    return lines
-
-# %% ../nbs/00_config.ipynb #a368635b
-def config_to_yaml(cfg:BaseModel)->str:
-    "The config as commented YAML: every field, each with its description."
-    return '\n'.join(_yaml_lines(cfg)) + '\n'
-
-def save_config(cfg:TxcConfig, path):
-    "Write `cfg` as commented YAML to `path`."
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(config_to_yaml(cfg), encoding='utf-8')

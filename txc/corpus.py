@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 # %% auto #0
-__all__ = ['ASSET', 'SECTIONS', 'deb822_stanzas', 'clean_description', 'corpus_records', 'build_corpus', 'load_corpus',
-           'source_split', 'Example', 'classification_splits', 'mlm_texts']
+__all__ = ['ASSET', 'SECTIONS', 'MLM_EVAL_DOCS', 'deb822_stanzas', 'clean_description', 'corpus_records', 'build_corpus',
+           'load_corpus', 'source_split', 'Example', 'classification_splits', 'mlm_texts', 'bundled_splits']
 
 # %% ../nbs/02a_corpus.ipynb #81e07ad2
 def deb822_stanzas(text:str) -> Iterator[dict]:
@@ -100,3 +100,16 @@ def classification_splits(path:Path=ASSET) -> dict[str, list[Example]]:
 def mlm_texts(path:Path=ASSET) -> list[str]:
     "Texts for pretraining: every document whose source package is in the train bucket."
     return [r['text'] for r in load_corpus(path) if source_split(r['source']) == 'train']
+
+# %% ../nbs/02a_corpus.ipynb #45bcd6d1
+MLM_EVAL_DOCS = 1000  # documents in the bundled MLM val and test sets
+
+def bundled_splits(name:str) -> tuple[dict, list[str]|None]:
+    "`({split: (texts, label ids or None)}, label names or None)` for 'bundled' or 'bundled-sections'."
+    if name == 'bundled-sections':
+        return {k: ([e.text for e in v], [e.label for e in v]) for k, v in classification_splits().items()}, list(SECTIONS)
+    held = {'val': [], 'test': []}
+    for r in load_corpus():
+        if (s := source_split(r['source'])) != 'train': held[s].append(r['text'])
+    pick = lambda ts: sorted(ts, key=lambda t: hashlib.md5(t.encode()).hexdigest())[:MLM_EVAL_DOCS]
+    return dict(train=(mlm_texts(), None), **{k: (pick(v), None) for k, v in held.items()}), None

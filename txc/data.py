@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
-import csv, hashlib, json, pickle, re, time, warnings
+import csv, json, pickle, re, time, warnings
 from pathlib import Path
 
 import torch
@@ -13,15 +13,15 @@ from torch.utils.data import TensorDataset
 
 from .config import DataError
 from .tokenizer import WordPieceTokenizer
-from .corpus import SECTIONS, Example, load_corpus, classification_splits, mlm_texts, source_split
+from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpus, classification_splits, mlm_texts, source_split
 
 # %% auto #0
-__all__ = ['MLM_EVAL_DOCS', 'validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'read_texts', 'parse_splits',
-           'split_indices', 'encode_texts', 'bundled_splits', 'write_splits', 'prepare_dataset', 'SECTIONS', 'Example',
+__all__ = ['validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'read_texts', 'parse_splits', 'split_indices',
+           'encode_texts', 'write_splits', 'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits',
            'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
 
 # %% ../nbs/02_data.ipynb #0503a578
-_all_ = ['SECTIONS', 'Example', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
+_all_ = ['SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
 
 # %% ../nbs/02_data.ipynb #2d7a9346
 def _fail(source, msg): raise DataError(f'{source}: {msg}')
@@ -177,19 +177,6 @@ def encode_texts(tok:WordPieceTokenizer, texts:list[str], max_length:int=128, ch
     ids = torch.cat([F.pad(e['input_ids'], (0, T - e['input_ids'].shape[1]), value=tok.pad_id) for e in encs])
     mask = torch.cat([F.pad(e['attention_mask'], (0, T - e['attention_mask'].shape[1]), value=True) for e in encs])
     return ids, mask
-
-# %% ../nbs/02_data.ipynb #45bcd6d1
-MLM_EVAL_DOCS = 1000  # documents in the bundled MLM val and test sets
-
-def bundled_splits(name:str) -> tuple[dict, list[str]|None]:
-    "`({split: (texts, label ids or None)}, label names or None)` for 'bundled' or 'bundled-sections'."
-    if name == 'bundled-sections':
-        return {k: ([e.text for e in v], [e.label for e in v]) for k, v in classification_splits().items()}, list(SECTIONS)
-    held = {'val': [], 'test': []}
-    for r in load_corpus():
-        if (s := source_split(r['source'])) != 'train': held[s].append(r['text'])
-    pick = lambda ts: sorted(ts, key=lambda t: hashlib.md5(t.encode()).hexdigest())[:MLM_EVAL_DOCS]
-    return dict(train=(mlm_texts(), None), **{k: (pick(v), None) for k, v in held.items()}), None
 
 # %% ../nbs/02_data.ipynb #373003ad
 def _label_names(labels:list[str]) -> list[str]:

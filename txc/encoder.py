@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from .config import ArchitectureConfig, ConfigError, DataError
+from .config import ArchitectureConfig, DataError
 from .attention import AttentionBias, SelfAttention, sinusoidal_table
 from .unpad import Packing
 

@@ -4,16 +4,18 @@
 
 # %% ../nbs/08_experiments.ipynb #8a73694a
 from __future__ import annotations
-import re
+import random, re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .config import ConfigError, ResumeConfig, PretrainedExperimentConfig, TxcConfig, load_config, save_config
+from .config import ConfigError, ResumeConfig, PretrainedExperimentConfig, TxcConfig
+from .config_io import apply_overrides, load_config, save_config
 
 # %% auto #0
-__all__ = ['KINDS', 'RunDir', 'check_name', 'default_template', 'template_path', 'generate_pretraining_experiment',
-           'generate_finetuning_experiment', 'check_no_overwrite', 'train_experiment']
+__all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'default_template', 'template_path',
+           'generate_pretraining_experiment', 'generate_finetuning_experiment', 'check_no_overwrite',
+           'train_experiment', 'experiment_names', 'demo_texts', 'demo_experiments']
 
 # %% ../nbs/08_experiments.ipynb #3b6455c2
 KINDS = ('pretraining', 'finetuning')
@@ -119,3 +121,43 @@ def train_experiment(name:str, mode:str, root=None):
     check_no_overwrite(run, cfg)
     from txc.training import train                # imports torch: a typo in the config is reported before that second
     return train(cfg, run.path)
+
+# %% ../nbs/08_experiments.ipynb #1b34b6af
+def experiment_names(root, kind:str)->list[str]:
+    "Names of the experiments of `kind` under `root` (those with a config.yaml)."
+    d = Path(root) / kind
+    return sorted(p.parent.name for p in d.glob('*/config.yaml')) if d.is_dir() else []
+
+# %% ../nbs/08_experiments.ipynb #7dfa2355
+TOPICS = (('game', 'play', 'level', 'score', 'player', 'puzzle', 'arcade'), ('network', 'server', 'packet', 'protocol', 'client', 'socket', 'proxy'))
+COMMON = ('the', 'a', 'tool', 'for', 'and', 'with', 'simple', 'fast', 'library', 'program', 'small', 'free')
+
+def demo_texts(n:int, seed:int=0)->tuple[list[str], list[int]]:
+    "`n` synthetic descriptions and their topic labels (0 or 1)."
+    rng = random.Random(seed); ys = [i % 2 for i in range(n)]
+    return [' '.join(rng.choice(TOPICS[y] + COMMON) for _ in range(rng.randint(6, 24))) for y in ys], ys
+
+# %% ../nbs/08_experiments.ipynb #f46bb8d2
+def demo_experiments(root, n_train:int=320, n_eval:int=64)->Path:
+    "An experiments root with a tiny synthetic dataset, vocab and CPU-sized templates for both kinds."
+    from txc.tokenizer import WordPieceTokenizer
+    from txc.data import write_splits
+    root = Path(root); data = root / 'data'; data.mkdir(parents=True, exist_ok=True)
+    parts = {s: demo_texts(n, seed) for s, n, seed in (('train', n_train, 0), ('val', n_eval, 1), ('test', n_eval, 2))}
+    tok = WordPieceTokenizer.train(texts=parts['train'][0], vocab_size=128, min_frequency=1, max_length=32)
+    tok.save(data / 'vocab')
+    for kind in KINDS: (data / kind).mkdir(exist_ok=True)
+    write_splits(tok, parts, data / 'finetuning', 32)
+    write_splits(tok, {s: (t, None) for s, (t, _) in parts.items()}, data / 'pretraining', 32)
+    (data / 'finetuning' / 'labels.json').write_text('["games", "net"]\n')
+    for kind in KINDS:
+        d = data / kind
+        save_config(apply_overrides(load_config(template_path(kind)), dict(
+            experiment=dict(name=f'{kind}_template'), tokenizer=dict(vocab_dir=str(data / 'vocab'), max_length=32),
+            architecture=dict(preset=None, vocab_size=tok.vocab_size, hidden_size=32, num_layers=1, num_heads=2),
+            logging=dict(log_every_n_steps=1, progress_bar=False),
+            training=dict(epochs=2, batch_size=16, lr=2e-3, warmup_ratio=0.1, eval_every_n_steps=10, device='cpu', num_threads=1),
+            data={s: dict(dataset_path=str(d / f'{s}.pt')) for s in ('train', 'val', 'test')} | (
+                dict(labels_path=str(d / 'labels.json')) if kind == 'finetuning' else {}),
+            **(dict(classification_head=dict(num_labels=2)) if kind == 'finetuning' else {}))), root / 'config_templates' / f'{kind}.yaml')
+    return root

@@ -4,94 +4,24 @@
 
 # %% ../nbs/09_panel.ipynb #8603a220
 from __future__ import annotations
-import html, io, random, threading, time
+import html, io, threading, time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import ipywidgets as W
 from pydantic import ValidationError
 
-from .config import PRESETS, ConfigError, TxcConfig, TxcError, load_config, save_config
-from .experiments import KINDS, RunDir, check_name, template_path, generate_pretraining_experiment, generate_finetuning_experiment
-from .quickstart import SIZE_FIELDS, apply_overrides
+from .config import PRESETS, ConfigError, TxcConfig, TxcError
+from .config_io import field_errors, get_key, load_config, save_config, with_edits
+from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment
 from .trainer import Callback, CancelFitException
 from .loggers import flat_metrics
 from .training import train
-from .plots import plot_curves
+from .plots import eval_table, plot_curves
 
 # %% auto #0
-__all__ = ['TOPICS', 'COMMON', 'FIELDS', 'CONTINUE', 'get_key', 'with_edits', 'field_errors', 'demo_texts', 'demo_experiments',
-           'PanelCB', 'eval_table', 'experiments', 'RunPanel']
-
-# %% ../nbs/09_panel.ipynb #02190833
-def get_key(cfg, key:str)->Any:
-    "The value at dotted `key` of a config, or None where a section is absent."
-    for k in key.split('.'): cfg = getattr(cfg, k, None) if cfg is not None else None
-    return cfg
-
-def _set(d:dict, key:str, v):
-    *path, last = key.split('.')
-    for k in path:
-        if d.get(k) is None: d[k] = {}          # a section that is null in the config (pretrained_experiment)
-        d = d[k]
-    d[last] = v
-
-def with_edits(cfg:TxcConfig, edits:dict[str, Any])->TxcConfig:
-    "A copy of `cfg` with `{dotted key: value}` applied and the whole config validated (ValidationError if not)."
-    edits = dict(edits)
-    if 'architecture.preset' in edits and edits['architecture.preset'] != cfg.architecture.preset:
-        p = edits.pop('architecture.preset')
-        arch = dict(preset=p) if p else dict(preset=None, **{k: getattr(cfg.architecture, k) for k in SIZE_FIELDS})
-        cfg = apply_overrides(cfg, dict(architecture=arch))
-    else: edits.pop('architecture.preset', None)
-    data = cfg.model_dump()
-    for k, v in edits.items(): _set(data, k, v)
-    return TxcConfig.model_validate(data)
-
-# %% ../nbs/09_panel.ipynb #f941a0ef
-def field_errors(err:ValidationError, keys)->dict[str, str]:
-    "`{dotted key: message}` for the panel's `keys`; errors under no key go to key ''."
-    out = {}
-    for e in err.errors():
-        loc = '.'.join(str(p) for p in e['loc'])
-        key = next((k for k in keys if k == loc or k.startswith(loc + '.')), '')   # a field, or a field inside the section
-        out[key] = '; '.join(filter(None, [out.get(key), e['msg'].removeprefix('Value error, ')]))
-    return out
-
-# %% ../nbs/09_panel.ipynb #7dfa2355
-TOPICS = (('game', 'play', 'level', 'score', 'player', 'puzzle', 'arcade'), ('network', 'server', 'packet', 'protocol', 'client', 'socket', 'proxy'))
-COMMON = ('the', 'a', 'tool', 'for', 'and', 'with', 'simple', 'fast', 'library', 'program', 'small', 'free')
-
-def demo_texts(n:int, seed:int=0)->tuple[list[str], list[int]]:
-    "`n` synthetic descriptions and their topic labels (0 or 1)."
-    rng = random.Random(seed); ys = [i % 2 for i in range(n)]
-    return [' '.join(rng.choice(TOPICS[y] + COMMON) for _ in range(rng.randint(6, 24))) for y in ys], ys
-
-# %% ../nbs/09_panel.ipynb #f46bb8d2
-def demo_experiments(root, n_train:int=320, n_eval:int=64)->Path:
-    "An experiments root with a tiny synthetic dataset, vocab and CPU-sized templates for both kinds."
-    from txc.tokenizer import WordPieceTokenizer
-    from txc.data import write_splits
-    root = Path(root); data = root / 'data'; data.mkdir(parents=True, exist_ok=True)
-    parts = {s: demo_texts(n, seed) for s, n, seed in (('train', n_train, 0), ('val', n_eval, 1), ('test', n_eval, 2))}
-    tok = WordPieceTokenizer.train(texts=parts['train'][0], vocab_size=128, min_frequency=1, max_length=32)
-    tok.save(data / 'vocab')
-    for kind in KINDS: (data / kind).mkdir(exist_ok=True)
-    write_splits(tok, parts, data / 'finetuning', 32)
-    write_splits(tok, {s: (t, None) for s, (t, _) in parts.items()}, data / 'pretraining', 32)
-    (data / 'finetuning' / 'labels.json').write_text('["games", "net"]\n')
-    for kind in KINDS:
-        d = data / kind
-        save_config(apply_overrides(load_config(template_path(kind)), dict(
-            experiment=dict(name=f'{kind}_template'), tokenizer=dict(vocab_dir=str(data / 'vocab'), max_length=32),
-            architecture=dict(preset=None, vocab_size=tok.vocab_size, hidden_size=32, num_layers=1, num_heads=2),
-            logging=dict(log_every_n_steps=1, progress_bar=False),
-            training=dict(epochs=2, batch_size=16, lr=2e-3, warmup_ratio=0.1, eval_every_n_steps=10, device='cpu', num_threads=1),
-            data={s: dict(dataset_path=str(d / f'{s}.pt')) for s in ('train', 'val', 'test')} | (
-                dict(labels_path=str(d / 'labels.json')) if kind == 'finetuning' else {}),
-            **(dict(classification_head=dict(num_labels=2)) if kind == 'finetuning' else {}))), root / 'config_templates' / f'{kind}.yaml')
-    return root
+__all__ = ['FIELDS', 'CONTINUE', 'PanelCB', 'RunPanel']
 
 # %% ../nbs/09_panel.ipynb #28f186ac
 class PanelCB(Callback):
@@ -110,17 +40,6 @@ class PanelCB(Callback):
         m = flat_metrics(t.eval_metrics)
         self.p.eval_rows.setdefault(m['split'], []).append(m); self.p.table.value = eval_table(self.p.eval_rows)
     def after_fit(self, t): self.p.draw()
-
-# %% ../nbs/09_panel.ipynb #b77c7475
-def eval_table(evals:dict[str, list[dict]])->str:
-    "An HTML table of eval rows, in the order they came."
-    rows = [r for rs in evals.values() for r in rs]
-    if not rows: return ''
-    cols = ['split', 'step', 'epoch'] + [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ('split', 'step', 'epoch')]
-    fmt = lambda v: f'{v:.4f}' if isinstance(v, float) else html.escape(str(v))
-    head = ''.join(f'<th>{html.escape(c)}</th>' for c in cols)
-    body = ''.join('<tr>' + ''.join(f'<td>{fmt(r.get(c, ""))}</td>' for c in cols) + '</tr>' for r in sorted(rows, key=lambda r: r['step']))
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 # %% ../nbs/09_panel.ipynb #0e0aeadf
 FIELDS = {  # dotted key: (label, widget factory, kinds that show it)
@@ -143,11 +62,6 @@ CONTINUE = dict(is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_on
 
 def _to_widget(key, v): return ('' if v is None else v) if key not in ('training.max_steps',) else (v or 0)
 def _from_widget(key, v): return (v or None) if isinstance(v, str) or key == 'training.max_steps' else v
-
-def experiments(root, kind:str)->list[str]:
-    "Names of the experiments of `kind` under `root` (those with a config.yaml)."
-    d = Path(root) / kind
-    return sorted(p.parent.name for p in d.glob('*/config.yaml')) if d.is_dir() else []
 
 def _pairs(names:list[str])->list[tuple[str, str]]: return [(n, n) for n in names]   # Dropdown options as (label, value)
 
@@ -185,8 +99,8 @@ def _wire(self:RunPanel):
 def _sources(self:RunPanel):
     "Fill the source and pretrained-run choices for the current kind."
     with self.mute():
-        self.w['pretrained_experiment.name'].options = [('', None)] + _pairs(experiments(self.root, 'pretraining'))
-        self.source.options = [('new from template', '')] + _pairs(experiments(self.root, self.kind.value))
+        self.w['pretrained_experiment.name'].options = [('', None)] + _pairs(experiment_names(self.root, 'pretraining'))
+        self.source.options = [('new from template', '')] + _pairs(experiment_names(self.root, self.kind.value))
         for k, (_, _, kinds) in FIELDS.items(): self.rows[k].layout.display = None if self.kind.value in kinds else 'none'
     self._load()
 
@@ -257,7 +171,7 @@ def _save(self:RunPanel)->Optional[Path]:
             cfg = with_edits(self.base if src else load_config(path), self.edits())
         save_config(cfg, path)
     except (TxcError, ValidationError) as e: self.set_status(str(e), error=True); return None
-    with self.mute(): self.source.options = [('new from template', '')] + _pairs(experiments(self.root, kind)); self.source.value = name
+    with self.mute(): self.source.options = [('new from template', '')] + _pairs(experiment_names(self.root, kind)); self.source.value = name
     self._load(); self.set_status(f'saved {path}')
     return path
 
@@ -268,8 +182,7 @@ def _launch(self:RunPanel)->Optional[threading.Thread]:
     "Save, then train the experiment in a background thread."
     if self.running: self.set_status('a run is in progress: stop it first', error=True); return None
     if (path := self.save()) is None: return None
-    cfg = load_config(path)
-    cfg.logging.progress_bar = False
+    cfg = with_edits(load_config(path), {'logging.progress_bar': False})     # the panel shows its own progress
     self.run_dir, self.trainer, self.error, self.stopped = path.parent, None, None, False
     self.stop_flag.clear(); self._running(True)
     self.thread = threading.Thread(target=self._train, args=(cfg, path.parent), daemon=True, name=f'txc-panel-{cfg.experiment.name}')
@@ -279,8 +192,7 @@ def _launch(self:RunPanel)->Optional[threading.Thread]:
 def _train(self:RunPanel, cfg, run_dir):
     try:
         self.trainer = train(cfg, run_dir, callbacks=[PanelCB(self), *self.callbacks])
-        how = 'stopped' if self.stopped else 'finished'
-        self.set_status(f'{how} at step {self.trainer.step}; full checkpoint in {run_dir}/checkpoints/last.ckpt')
+        self.set_status(f"{'stopped' if self.stopped else 'finished'} at step {self.trainer.step}; full checkpoint in {run_dir}/checkpoints/last.ckpt")
     except Exception as e:
         self.error = e; self.set_status(f'{type(e).__name__}: {e}', error=True)
     finally: self._running(False)

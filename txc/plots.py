@@ -4,7 +4,7 @@
 
 # %% ../nbs/09a_plots.ipynb #680a7f30
 from __future__ import annotations
-import csv, math
+import csv, html, math
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -13,7 +13,7 @@ from .config import DataError
 from .loggers import read_csv
 
 # %% auto #0
-__all__ = ['SCORES', 'plot_curves', 'read_metrics', 'plot_metrics', 'read_confusion', 'plot_confusion']
+__all__ = ['SCORES', 'plot_curves', 'read_metrics', 'plot_metrics', 'read_confusion', 'plot_confusion', 'eval_table']
 
 # %% ../nbs/09a_plots.ipynb #93635794
 SCORES = ('accuracy', 'macro_f1')   # eval columns drawn on the scores axes
@@ -85,3 +85,14 @@ def plot_confusion(run_dir, split:str='test', normalize:bool=True)->Figure:
             if cm[i][j]: ax.text(j, i, cm[i][j], ha='center', va='center', fontsize=8, color='white' if shown[i][j] > hi / 2 else 'black')
     fig.colorbar(im, ax=ax, shrink=0.8, label='fraction of the true class' if normalize else 'count')
     return fig
+
+# %% ../nbs/09a_plots.ipynb #b77c7475
+def eval_table(evals:dict[str, list[dict]])->str:
+    "An HTML table of eval rows, in the order they came."
+    rows = [r for rs in evals.values() for r in rs]
+    if not rows: return ''
+    cols = ['split', 'step', 'epoch'] + [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ('split', 'step', 'epoch')]
+    fmt = lambda v: f'{v:.4f}' if isinstance(v, float) else html.escape(str(v))
+    head = ''.join(f'<th>{html.escape(c)}</th>' for c in cols)
+    body = ''.join('<tr>' + ''.join(f'<td>{fmt(r.get(c, ""))}</td>' for c in cols) + '</tr>' for r in sorted(rows, key=lambda r: r['step']))
+    return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

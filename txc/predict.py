@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, TxcConfig, config_error
+from .config import ConfigError, TxcConfig
+from .config_io import config_error
 from .heads import Classifier
 from .checkpoint import load_checkpoint, load_model_state
 from .training import load_tokenizer, label_names

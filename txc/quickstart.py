@@ -8,16 +8,17 @@ import shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, load_config, save_config
+from .config import ConfigError
+from .config_io import apply_overrides, load_config, save_config
 from .corpus import SECTIONS
 from .data import bundled_splits, write_splits
 from .tokenizer import WordPieceTokenizer
-from .experiments import RunDir, generate_pretraining_experiment, generate_finetuning_experiment
+from .experiments import generate_pretraining_experiment, generate_finetuning_experiment
 from .training import train
 
 # %% auto #0
-__all__ = ['PRESETS', 'SIZE_FIELDS', 'QuickstartPreset', 'apply_overrides', 'Stopwatch', 'build_tokenizer', 'build_datasets',
-           'configure', 'merge', 'data_overrides', 'quickstart', 'summary_table']
+__all__ = ['PRESETS', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets', 'configure', 'merge',
+           'data_overrides', 'quickstart', 'summary_table']
 
 # %% ../nbs/08b_quickstart.ipynb #77b33331
 @dataclass
@@ -45,19 +46,6 @@ PRESETS = {
         finetuning=dict(classification_head=dict(pooling='mean'),
                         training=dict(epochs=3, batch_size=32, lr=1e-3, warmup_ratio=0.1, class_weights='balanced'))),
 }
-
-# %% ../nbs/08b_quickstart.ipynb #0ac0a20d
-def apply_overrides(cfg, overrides:dict):
-    "Return a copy of `cfg` with `{section: {field: value}}` applied and validated."
-    data = cfg.model_dump()
-    for section, values in overrides.items():
-        base = dict(data.get(section) or {})
-        if section == 'architecture' and 'preset' in values:
-            for k in SIZE_FIELDS: base.pop(k, None)          # the sizes follow the new preset (or the override)
-        data[section] = {**base, **values}
-    return type(cfg).model_validate(data)
-
-SIZE_FIELDS = ('num_layers', 'hidden_size', 'num_heads', 'intermediate_size')
 
 # %% ../nbs/08b_quickstart.ipynb #4536ec93
 class Stopwatch:

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigError, DataError, TxcConfig, TxcError, save_config
+from .config import ConfigError, DataError, TxcConfig, TxcError
+from .config_io import save_config
 from .data import load_tensor_dataset
 from .tokenizer import WordPieceTokenizer
 from .collate import MLMCollator, ClassificationCollator
