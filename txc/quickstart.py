@@ -4,9 +4,11 @@
 
 # %% ../nbs/08b_quickstart.ipynb #d60eb097
 from __future__ import annotations
-import shutil, time
+import os, shutil, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from .config import ConfigError
 from .config_io import apply_overrides, load_config, save_config
@@ -18,7 +20,7 @@ from .training import train
 
 # %% auto #0
 __all__ = ['PRESETS', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets', 'configure', 'merge',
-           'data_overrides', 'quickstart', 'summary_table']
+           'data_overrides', 'usable_cores', 'busy_warning', 'quickstart', 'summary_table']
 
 # %% ../nbs/08b_quickstart.ipynb #77b33331
 @dataclass
@@ -100,12 +102,31 @@ def data_overrides(root:Path, kind:str, tok)->dict:
     return dict(data=data, tokenizer=dict(vocab_dir=str(root / 'vocab'), max_length=tok.max_length),
                 logging=dict(log_metrics_csv=True))
 
+# %% ../nbs/08b_quickstart.ipynb #7e5f39ac
+def usable_cores()->int:
+    "CPU cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+def busy_warning(threads:int|None=None, load:float|None=None, cores:int|None=None)->str|None:
+    "A warning when other jobs already fill the cores that `threads` torch threads would use, else None."
+    cores = cores or usable_cores()
+    n = min(threads or torch.get_num_threads(), cores)
+    if n < 2: return None
+    if load is None:
+        if not hasattr(os, 'getloadavg'): return None
+        load = os.getloadavg()[0]
+    if cores - load >= n - 0.5: return None                          # about n cores still free
+    return (f"load average {load:.1f} on {cores} cores before the quickstart starts: other jobs are using the cores that {n} torch threads "
+            f"need, which can make every step several times slower than the README's timings. "
+            f"Pass --threads 1 (it sums in another order, so its metrics are not bit-identical to a {n}-thread run's) or stop the other jobs.")
+
 # %% ../nbs/08b_quickstart.ipynb #8e9390e7
 def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, progress:bool=True, threads:int|None=None)->dict:
     "Tokenizer, datasets, pretraining, finetuning and test evaluation on the bundled corpus."
     if preset not in PRESETS: raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if threads is not None and threads < 1: raise ConfigError(f"--threads {threads}: use 1 or more (or leave it out for torch's default)")
     p, root, clock = PRESETS[preset], Path(root), Stopwatch()
+    if w := busy_warning(threads): warnings.warn(w)
     if root.exists() and any(root.iterdir()):
         if not force: raise ConfigError(f"{root} already holds a quickstart: pass --force to start it afresh, or choose another --root")
         shutil.rmtree(root)
