@@ -4,7 +4,7 @@
 
 # %% ../nbs/07d_loggers.ipynb #5690b0a7
 from __future__ import annotations
-import csv, secrets, time
+import csv, os, secrets, statistics, time, warnings
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from .trainer import Callback
 
 # %% auto #0
-__all__ = ['ThroughputCB', 'flat_metrics', 'CSVLogger', 'read_csv', 'CSVLoggerCB', 'write_confusion', 'ProgressCB', 'WandbCB']
+__all__ = ['ThroughputCB', 'flat_metrics', 'slowdown_message', 'SlowdownWarning', 'SlowdownCB', 'CSVLogger', 'read_csv',
+           'CSVLoggerCB', 'write_confusion', 'ProgressCB', 'WandbCB']
 
 # %% ../nbs/07d_loggers.ipynb #56ca3308
 class ThroughputCB(Callback):
@@ -31,6 +32,35 @@ def flat_metrics(m:dict)->dict:
     "Scalar columns of an eval result: per-class F1 as `f1/<name>`, no confusion matrix."
     out = {k: v for k, v in m.items() if k not in ('f1', 'confusion')}
     return out | {f'f1/{k}': v for k, v in m.get('f1', {}).items()}
+
+# %% ../nbs/07d_loggers.ipynb #ce76aef9
+def slowdown_message(now:float, best:float, step:int, window:int)->str:
+    "What `SlowdownCB` says: the numbers, the likely cause, what to do."
+    load = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; " if hasattr(os, 'getloadavg') else ''
+    return (f"training slowed to {now:,.0f} tokens/s (median of the {window} steps up to step {step}) from {best:,.0f} tokens/s "
+            f"earlier in this run ({best / max(now, 1e-9):.1f}x slower); {load}another job is probably using the cores. The run goes on "
+            f"and its results do not change, only its wall time. On a shared CPU machine one torch thread holds up better: "
+            f"training.num_threads: 1 (txc quickstart --threads 1) for the next run.")
+
+# %% ../nbs/07d_loggers.ipynb #1896b97f
+class SlowdownWarning(UserWarning):
+    "Training throughput fell well below what the same run reached earlier."
+
+class SlowdownCB(Callback):
+    "Warn once when the median tokens/s of a window of steps falls below the run's best window by `factor`."
+    order = 6
+    def __init__(self, window:int=50, # optimizer steps per window
+                 factor:float=2.5): # warn when the best window was this many times faster
+        self.window, self.factor, self.rates, self.best, self.warned = window, factor, [], 0.0, False
+    def after_step(self, t):
+        if self.warned: return
+        self.rates.append(t.tokens_per_s)
+        if len(self.rates) < self.window: return
+        now, self.rates = statistics.median(self.rates), []
+        if now * self.factor < self.best:
+            self.warned = True
+            warnings.warn(slowdown_message(now, self.best, t.global_step, self.window), SlowdownWarning, stacklevel=2)
+        self.best = max(self.best, now)
 
 # %% ../nbs/07d_loggers.ipynb #8b435d08
 class CSVLogger:

@@ -22,7 +22,7 @@ from .trainer import Callback, Trainer, Precision, make_loader, resolve_device
 from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, class_weighted_loss
 from .distributed import DistEnv, DDPCB, init_distributed, cleanup_distributed, gather_objects, is_distributed
 from .metrics import EvalCB, MLMMetrics, ClassificationMetrics
-from .loggers import ThroughputCB, CSVLoggerCB, ProgressCB, WandbCB
+from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB
 from .checkpoint import CheckpointCB, RunLock, load_checkpoint, restore
 
 # %% auto #0
@@ -117,6 +117,7 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
     if 'val' in ds: cbs.append(EvalCB(loader('val'), metrics, tc.eval_every_n_steps, tc.eval_each_epoch, tc.early_stopping_patience))
     if fine and 'test' in ds: cbs.append(EvalCB(loader('test'), metrics, each_epoch=False, split='test', track_best=False))
     if not env.is_main: return cbs
+    cbs.append(SlowdownCB())
     if lg.log_metrics_csv: cbs.append(CSVLoggerCB(run_dir, lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics, resume_step))
     if lg.progress_bar: cbs.append(ProgressCB())
     if lg.use_wandb: cbs.append(WandbCB(run_dir, lg.wandb_project, cfg.experiment.name, cfg_dict, lg.wandb_mode, lg.log_every_n_steps))
