@@ -1,5 +1,6 @@
 "Process-level tests of the `txc` command: bad input gives one line `error: ...`, exit code 2, no traceback."
-import json
+import json, os, subprocess, sys, time
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 from conftest import run_txc, assert_user_error
@@ -73,3 +74,14 @@ def test_prepare_then_check_roundtrip(tmp_path, tiny_vocab):
 def test_quickstart_bad_threads_fails_before_any_work(tmp_path):
     assert_user_error(run_txc('quickstart', '--threads', '0', '--root', tmp_path / 'qs'), '--threads 0')
     assert not (tmp_path / 'qs').exists()
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/stat'), reason='busy_cores reads /proc/stat (Linux); elsewhere it falls back to the load average')
+def test_busy_cores_sees_a_busy_loop_beside_it():
+    "busy_cores samples the kernel's CPU counters: a process spinning on one core shows up as at least most of a core."
+    from txc.quickstart import busy_cores
+    spin = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    try:
+        time.sleep(0.3)                                                    # let it start spinning
+        assert busy_cores(1.0) >= 0.7
+    finally: spin.kill(); spin.wait()

@@ -20,7 +20,7 @@ from .training import train
 
 # %% auto #0
 __all__ = ['PRESETS', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets', 'configure', 'merge',
-           'data_overrides', 'usable_cores', 'busy_warning', 'quickstart', 'summary_table']
+           'data_overrides', 'usable_cores', 'busy_cores', 'busy_warning', 'quickstart', 'summary_table']
 
 # %% ../nbs/08b_quickstart.ipynb #77b33331
 @dataclass
@@ -107,16 +107,31 @@ def usable_cores()->int:
     "CPU cores this process may run on."
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
-def busy_warning(threads:int|None=None, load:float|None=None, cores:int|None=None)->str|None:
-    "A warning when other jobs already fill the cores that `threads` torch threads would use, else None."
+def _cpu_jiffies(cpus:set[int])->tuple[int, int]|None:
+    "(all, idle + iowait) CPU time summed over `cpus`, from /proc/stat; None where there is none."
+    try: lines = Path('/proc/stat').read_text().splitlines()
+    except OSError: return None
+    rows = [list(map(int, l.split()[1:9])) for l in lines if l[:3] == 'cpu' and l[3:4].isdigit() and int(l.split()[0][3:]) in cpus]
+    return (sum(map(sum, rows)), sum(r[3] + r[4] for r in rows)) if rows else None
+
+def busy_cores(seconds:float=1.0)->float|None:
+    "How many of the usable cores other work keeps busy now: a `seconds` sample of /proc/stat, else the 1-minute load average."
+    cpus = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else set(range(os.cpu_count() or 1))
+    if (a := _cpu_jiffies(cpus)) is not None:
+        time.sleep(seconds)
+        b = _cpu_jiffies(cpus)
+        if b is not None and b[0] > a[0]: return len(cpus) * (1 - (b[1] - a[1]) / (b[0] - a[0]))
+    return os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
+
+# %% ../nbs/08b_quickstart.ipynb #0239fcdb
+def busy_warning(threads:int|None=None, busy:float|None=None, cores:int|None=None)->str|None:
+    "A warning when other work already fills the cores that `threads` torch threads would use, else None."
     cores = cores or usable_cores()
     n = min(threads or torch.get_num_threads(), cores)
     if n < 2: return None
-    if load is None:
-        if not hasattr(os, 'getloadavg'): return None
-        load = os.getloadavg()[0]
-    if cores - load >= n - 0.5: return None                          # about n cores still free
-    return (f"load average {load:.1f} on {cores} cores before the quickstart starts: other jobs are using the cores that {n} torch threads "
+    if busy is None and (busy := busy_cores()) is None: return None
+    if cores - busy >= n - 0.5: return None                          # about n cores still free
+    return (f"{busy:.1f} of {cores} cores busy with other work before the quickstart starts: they are the cores that {n} torch threads "
             f"need, which can make every step several times slower than the README's timings. "
             f"Pass --threads 1 (it sums in another order, so its metrics are not bit-identical to a {n}-thread run's) or stop the other jobs.")
 
