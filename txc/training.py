@@ -20,7 +20,7 @@ from .collate import MLMCollator, ClassificationCollator
 from .heads import MaskedLM, Classifier
 from .trainer import Callback, Trainer, Precision, make_loader, resolve_device
 from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, class_weighted_loss
-from .distributed import DistEnv, DDPCB, init_distributed, cleanup_distributed, gather_objects, is_distributed
+from .distributed import DistEnv, DDPCB, barrier, init_distributed, cleanup_distributed, gather_objects, is_distributed
 from .metrics import EvalCB, MLMMetrics, ClassificationMetrics
 from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB
 from .checkpoint import CheckpointCB, RunLock, load_checkpoint, restore
@@ -175,6 +175,7 @@ def train(cfg:TxcConfig, run_dir, datasets:Optional[dict]=None, tokenizer=None, 
         if env.is_main and not (run_dir / 'config.yaml').exists(): save_config(cfg, run_dir / 'config.yaml')
         t = build_trainer(cfg, run_dir, env, device, datasets, tokenizer, callbacks)
         t.fit()
+        barrier()                      # every rank is done with its collectives before any of them leaves the group
         return t
     finally:
         if lock: lock.release()
