@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 from .trainer import Callback
 
 # %% auto #0
-__all__ = ['ThroughputCB', 'flat_metrics', 'slowdown_message', 'SlowdownWarning', 'SlowdownCB', 'CSVLogger', 'read_csv',
-           'CSVLoggerCB', 'write_confusion', 'ProgressCB', 'WandbCB']
+__all__ = ['ThroughputCB', 'flat_metrics', 'usable_cores', 'busy_cores', 'slowdown_message', 'SlowdownWarning', 'SlowdownCB',
+           'CSVLogger', 'read_csv', 'CSVLoggerCB', 'write_confusion', 'ProgressCB', 'WandbCB']
 
 # %% ../nbs/07d_loggers.ipynb #56ca3308
 class ThroughputCB(Callback):
@@ -33,12 +33,37 @@ def flat_metrics(m:dict)->dict:
     out = {k: v for k, v in m.items() if k not in ('f1', 'confusion')}
     return out | {f'f1/{k}': v for k, v in m.get('f1', {}).items()}
 
+# %% ../nbs/07d_loggers.ipynb #c02f2b3f
+def usable_cores()->int:
+    "CPU cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+def _cpu_jiffies(cpus:set[int])->tuple[int, int]|None:
+    "(all, idle + iowait) CPU time summed over `cpus`, from /proc/stat; None where there is none."
+    try: lines = Path('/proc/stat').read_text().splitlines()
+    except OSError: return None
+    rows = [list(map(int, l.split()[1:9])) for l in lines if l[:3] == 'cpu' and l[3:4].isdigit() and int(l.split()[0][3:]) in cpus]
+    return (sum(map(sum, rows)), sum(r[3] + r[4] for r in rows)) if rows else None
+
+def busy_cores(seconds:float=1.0)->float|None:
+    "How many of the usable cores other work keeps busy now: a `seconds` sample of /proc/stat, else the 1-minute load average."
+    cpus = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else set(range(os.cpu_count() or 1))
+    if (a := _cpu_jiffies(cpus)) is not None:
+        time.sleep(seconds)
+        b = _cpu_jiffies(cpus)
+        if b is not None and b[0] > a[0]: return len(cpus) * (1 - (b[1] - a[1]) / (b[0] - a[0]))
+    return os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
+
 # %% ../nbs/07d_loggers.ipynb #ce76aef9
-def slowdown_message(now:float, best:float, step:int, window:int)->str:
-    "What `SlowdownCB` says: the numbers, the likely cause, what to do."
-    load = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; " if hasattr(os, 'getloadavg') else ''
+def slowdown_message(now:float, best:float, step:int, window:int, busy:float|None=None, cores:int|None=None)->str:
+    "What `SlowdownCB` says: the numbers, the likely cause (`busy` of `cores` taken by other work while the run paused), what to do."
+    cores = cores or usable_cores()
+    if busy is None: cause = "another job is probably using the cores"
+    elif busy >= 0.5: cause = f"{busy:.1f} of {cores} cores were busy with other work while this run paused to look"
+    else: cause = (f"yet the {cores} cores were idle while this run paused to look ({busy:.1f} busy), so the cause has passed "
+                   f"or lies elsewhere (a throttled CPU, memory swapped out)")
     return (f"training slowed to {now:,.0f} tokens/s (median of the {window} steps up to step {step}) from {best:,.0f} tokens/s "
-            f"earlier in this run ({best / max(now, 1e-9):.1f}x slower); {load}another job is probably using the cores. The run goes on "
+            f"earlier in this run ({best / max(now, 1e-9):.1f}x slower); {cause}. The run goes on "
             f"and its results do not change, only its wall time. On a shared CPU machine one torch thread holds up better: "
             f"training.num_threads: 1 (txc quickstart --threads 1) for the next run.")
 
@@ -50,8 +75,9 @@ class SlowdownCB(Callback):
     "Warn once when the median tokens/s of a window of steps falls below the run's best window by `factor`."
     order = 6
     def __init__(self, window:int=50, # optimizer steps per window
-                 factor:float=2.5): # warn when the best window was this many times faster
-        self.window, self.factor, self.rates, self.best, self.warned = window, factor, [], 0.0, False
+                 factor:float=2.5, # warn when the best window was this many times faster
+                 probe=lambda: busy_cores(0.5)): # cores busy with other work, sampled while the run waits on it
+        self.window, self.factor, self.probe, self.rates, self.best, self.warned = window, factor, probe, [], 0.0, False
     def after_step(self, t):
         if self.warned: return
         self.rates.append(t.tokens_per_s)
@@ -59,7 +85,7 @@ class SlowdownCB(Callback):
         now, self.rates = statistics.median(self.rates), []
         if now * self.factor < self.best:
             self.warned = True
-            warnings.warn(slowdown_message(now, self.best, t.global_step, self.window), SlowdownWarning, stacklevel=2)
+            warnings.warn(slowdown_message(now, self.best, t.global_step, self.window, self.probe()), SlowdownWarning, stacklevel=2)
         self.best = max(self.best, now)
 
 # %% ../nbs/07d_loggers.ipynb #8b435d08

@@ -14,13 +14,14 @@ from .config import ConfigError
 from .config_io import apply_overrides, load_config, save_config
 from .corpus import SECTIONS
 from .data import bundled_splits, write_splits
+from .loggers import busy_cores, usable_cores
 from .tokenizer import WordPieceTokenizer
 from .experiments import generate_pretraining_experiment, generate_finetuning_experiment
 from .training import train
 
 # %% auto #0
 __all__ = ['PRESETS', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets', 'configure', 'merge',
-           'data_overrides', 'usable_cores', 'busy_cores', 'busy_warning', 'quickstart', 'summary_table']
+           'data_overrides', 'busy_warning', 'quickstart', 'summary_table']
 
 # %% ../nbs/08b_quickstart.ipynb #77b33331
 @dataclass
@@ -101,27 +102,6 @@ def data_overrides(root:Path, kind:str, tok)->dict:
     if kind == 'finetuning': data['labels_path'] = str(d / 'labels.json')
     return dict(data=data, tokenizer=dict(vocab_dir=str(root / 'vocab'), max_length=tok.max_length),
                 logging=dict(log_metrics_csv=True))
-
-# %% ../nbs/08b_quickstart.ipynb #7e5f39ac
-def usable_cores()->int:
-    "CPU cores this process may run on."
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-
-def _cpu_jiffies(cpus:set[int])->tuple[int, int]|None:
-    "(all, idle + iowait) CPU time summed over `cpus`, from /proc/stat; None where there is none."
-    try: lines = Path('/proc/stat').read_text().splitlines()
-    except OSError: return None
-    rows = [list(map(int, l.split()[1:9])) for l in lines if l[:3] == 'cpu' and l[3:4].isdigit() and int(l.split()[0][3:]) in cpus]
-    return (sum(map(sum, rows)), sum(r[3] + r[4] for r in rows)) if rows else None
-
-def busy_cores(seconds:float=1.0)->float|None:
-    "How many of the usable cores other work keeps busy now: a `seconds` sample of /proc/stat, else the 1-minute load average."
-    cpus = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else set(range(os.cpu_count() or 1))
-    if (a := _cpu_jiffies(cpus)) is not None:
-        time.sleep(seconds)
-        b = _cpu_jiffies(cpus)
-        if b is not None and b[0] > a[0]: return len(cpus) * (1 - (b[1] - a[1]) / (b[0] - a[0]))
-    return os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
 
 # %% ../nbs/08b_quickstart.ipynb #0239fcdb
 def busy_warning(threads:int|None=None, busy:float|None=None, cores:int|None=None)->str|None:
