@@ -34,9 +34,13 @@ def flat_metrics(m:dict)->dict:
     return out | {f'f1/{k}': v for k, v in m.get('f1', {}).items()}
 
 # %% ../nbs/07d_loggers.ipynb #c02f2b3f
+def _usable_cpus()->set[int]:
+    "The CPUs this process may run on."
+    return os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else set(range(os.cpu_count() or 1))
+
 def usable_cores()->int:
     "CPU cores this process may run on."
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return len(_usable_cpus())
 
 def _cpu_jiffies(cpus:set[int])->tuple[int, int]|None:
     "(all, idle + iowait) CPU time summed over `cpus`, from /proc/stat; None where there is none."
@@ -47,7 +51,7 @@ def _cpu_jiffies(cpus:set[int])->tuple[int, int]|None:
 
 def busy_cores(seconds:float=1.0)->float|None:
     "How many of the usable cores other work keeps busy now: a `seconds` sample of /proc/stat, else the 1-minute load average."
-    cpus = os.sched_getaffinity(0) if hasattr(os, 'sched_getaffinity') else set(range(os.cpu_count() or 1))
+    cpus = _usable_cpus()
     if (a := _cpu_jiffies(cpus)) is not None:
         time.sleep(seconds)
         b = _cpu_jiffies(cpus)
