@@ -87,3 +87,20 @@ def test_user_errors(ws, tmp_path):
     cfg.training.resume = dict(is_resume=True, checkpoint_path='checkpoints/last.ckpt')
     write_run(cfg, tmp_path / 'noresume')
     user_error(entry(tmp_path / 'noresume'), 'training.resume.checkpoint_path')
+
+
+@pytest.mark.parametrize('kind', ['pretraining', 'finetuning'])
+def test_padded_layout_trains_the_same_model(ws, tmp_path, monkeypatch, kind):
+    "The encoder's padded layout (its default on a GPU) and its packed one (on a CPU) give the same training run, without dropout."
+    from txc.encoder import Encoder
+    from txc.loggers import read_csv
+    from txc.training import train
+    losses = {}
+    for unpad in (True, False):
+        monkeypatch.setattr(Encoder, 'unpad', unpad)
+        cfg = tiny_config(ws, kind, f'layout{unpad}', architecture=dict(dropout=0.0, attention_dropout=0.0),
+                          head=dict(dropout=0.0) if kind == 'finetuning' else None, epochs=1)
+        train(cfg, tmp_path / f'u{unpad}')
+        losses[unpad] = [r['loss'] for r in read_csv(tmp_path / f'u{unpad}/metrics/train/train.csv')]
+    assert len(losses[True]) == len(losses[False]) > 5
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)

@@ -101,6 +101,8 @@ class Encoder(nn.Module):
         init_weights(self, cfg)
 
     bucket_width = 16
+    unpad: bool|None = None     # None: unpad on a CPU, compute padded on a GPU (both measured in 11_bench)
+    def unpads(self, device:torch.device) -> bool: return self.unpad if self.unpad is not None else device.type != 'cuda'
 
     def forward(self, input_ids:Tensor, # (B, T) token ids
                 attention_mask:Optional[Tensor]=None, # (B, T) bool, True=PAD
@@ -112,8 +114,10 @@ class Encoder(nn.Module):
                keep:Optional[Tensor]=None) -> tuple[Tensor, Packing]: # packed rows wanted; None: all
         "Hidden states of the real tokens, (N, H) in row-major order (or (M, H) at the rows `keep`), and their `Packing`."
         check_inputs(input_ids, attention_mask, self.config)
-        p = Packing(attention_mask, *input_ids.shape, self.attn_bias, {b.attn.local for b in self.blocks}, self.bucket_width)
-        x = self.embeddings(p.pack(input_ids), p.pos)                             # (N, H)
+        p = Packing(attention_mask, *input_ids.shape, self.attn_bias, {b.attn.local for b in self.blocks},
+                    self.bucket_width, self.unpads(input_ids.device))
+        x = self.embeddings(p.pack(input_ids), p.pos)                             # (N, H), or (B*T, H) computed padded
+        keep = p.rows(keep)                                                       # the rows the last block returns
         for i, b in enumerate(self.blocks): x = b(x, p, keep if i == len(self.blocks) - 1 else None)
         return self.norm(x), p
 

@@ -20,7 +20,7 @@ __all__ = ['Bucket', 'make_buckets', 'Packing']
 class Bucket:
     "Rows of a batch attended together: packed row of each slot (n, T_b), and their masks."
     src: Tensor             # (n, T_b) packed row of each slot, N at PAD slots
-    real: Tensor            # (n * T_b,) True where a slot holds a real token
+    real: Tensor            # (m,) the slots (in `src.view(-1)`) that hold a real token
     pad: Optional[Tensor]   # (n, T_b) True=PAD, None when every row is T_b long
     masks: dict             # local (bool) -> SDPA attn_mask or None
 
@@ -34,7 +34,8 @@ def make_buckets(lengths:Tensor, # (B,) real tokens per row
         pad = torch.arange(T, device=lengths.device) >= n_len[:, None]                   # (n, T)
         src = (starts[rows, None] + torch.arange(T, device=lengths.device)).masked_fill(pad, N)
         pad = pad if pad.any() else None
-        out.append(Bucket(src, src.view(-1) < N, pad, {loc: attn_bias(pad, T, loc) for loc in localities}))
+        real = (src.view(-1) < N).nonzero().squeeze(1)          # integer rows: gathering them needs no GPU sync per layer
+        out.append(Bucket(src, real, pad, {loc: attn_bias(pad, T, loc) for loc in localities}))
     return out
 
 # %% ../nbs/03a_unpad.ipynb #b140606b
@@ -42,23 +43,29 @@ class Packing:
     "Where the real tokens of a padded (B, T) batch are: pack/unpack them and run attention bucket by bucket."
     def __init__(self, pad_mask:Optional[Tensor], # (B, T) True=PAD, or None
                  B:int, T:int, attn_bias:AttentionBias, localities=(False,), # layer kinds (local or not) that need masks
-                 width:int=32): # bucket width in tokens; >= T makes one bucket
-        self.B, self.T, self.dense = B, T, pad_mask is None or not bool(pad_mask.any())
-        if self.dense: lengths = torch.full((B,), T)
-        else: self.idx, lengths = (~pad_mask).view(-1).nonzero().squeeze(1), (~pad_mask).sum(1)  # (N,) flat positions, (B,)
-        self.N = int(lengths.sum())
-        self.pos = self.pack(torch.arange(T, device=attn_bias.pos.device).expand(B, T))  # (N,) column of each token
-        if self.dense: self.masks = {loc: attn_bias(None, T, loc) for loc in localities}
+                 width:int=32, # bucket width in tokens; >= T makes one bucket
+                 unpad:bool=True): # False: compute on all B*T slots, PAD masked in attention (see below)
+        has_pad = pad_mask is not None and bool(pad_mask.any())
+        self.B, self.T, self.dense = B, T, not (has_pad and unpad)                # dense: every slot is computed
+        self.idx = (~pad_mask).view(-1).nonzero().squeeze(1) if has_pad else None  # (N,) flat positions of the real tokens
+        self.N = B * T if self.idx is None else len(self.idx)
+        self.pos = self.pack(torch.arange(T, device=attn_bias.pos.device).expand(B, T))  # column of each computed slot
+        if self.dense: self.masks = {loc: attn_bias(pad_mask if has_pad else None, T, loc) for loc in localities}
         else:
-            self.buckets = make_buckets(lengths, width, attn_bias, localities)
+            self.buckets = make_buckets((~pad_mask).sum(1), width, attn_bias, localities)
             self.order = torch.cat([b.src.view(-1)[b.real] for b in self.buckets]).argsort()  # bucket order -> row-major
 
     def pack(self, x:Tensor) -> Tensor: # (B, T, ...) -> (N, ...)
         x = x.flatten(0, 1)
         return x if self.dense else x[self.idx]
 
+    def rows(self, keep:Optional[Tensor]=None) -> Optional[Tensor]: # packed row indices, None: all
+        "Where the real tokens `keep` lie among the computed rows (None: all rows, when every computed row is real)."
+        if self.dense and self.idx is not None: return self.idx if keep is None else self.idx[keep]   # padded compute
+        return keep
+
     def unpack(self, x:Tensor) -> Tensor: # (N, ...) -> (B, T, ...), zeros at PAD
-        if not self.dense: x = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy(0, self.idx, x)
+        if self.idx is not None: x = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy(0, self.idx, x)
         return x.view(self.B, self.T, *x.shape[1:])
 
     def attention(self, attn:SelfAttention, x:Tensor, # (N, H)
