@@ -57,3 +57,10 @@ def test_bench_compile_wraps_only_the_txc_side(tok, monkeypatch):
     assert seen == [(MaskedLM, {'dynamic': True})]                       # once, for the compiled run's txc model only
     assert compiled.compiled and compiled.row().endswith('(txc compiled)') and compiled.loss_gap < 1e-4
     assert not eager.compiled and not eager.row().endswith('(txc compiled)')
+
+
+def test_bench_amp_is_refused_on_cpu(tok):
+    "bf16 autocast on a CPU runs many times slower than fp32 (measured here: transformers 236 vs 3,136 tokens/s), so `--amp` wants CUDA."
+    from conftest import assert_user_error
+    assert_user_error(run_txc('bench', '--amp', '--preset', 'tiny'), '--amp', '--device cuda')
+    with pytest.raises(ValueError, match='CUDA'): bench('tiny', 'mlm', repeats=1, steps=1, batch_size=4, max_length=32, tok=tok, amp=True)

@@ -33,3 +33,14 @@ def test_amp_on_cuda(ws, tmp_path, monkeypatch, bf16):
     assert len(read_csv(tmp_path / 'gpu/metrics/eval/test.csv')) == 1
     print(f"{torch.cuda.get_device_name()}: {expect}, {t.step} steps, loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}, "
           f"{rows[-1]['tokens_per_s']:.0f} tok/s")
+
+
+@pytest.mark.parametrize('amp', [True, False])
+def test_bench_on_cuda(amp):
+    "`txc bench --device cuda [--amp]`: both sides on the GPU, the same loss at equal weights, the row says bf16 when it is."
+    pytest.importorskip('transformers')
+    from txc.bench import bench, bench_tokenizer
+    r = bench('tiny', 'mlm', repeats=2, steps=2, batch_size=8, max_length=64, device='cuda', tok=bench_tokenizer(), amp=amp)
+    assert r.loss_gap < 1e-4 and r.peak_flops > 1e12 and 0 < r.mfu < 1
+    assert r.row().endswith('(bf16 autocast)') == amp
+    print(r.row())

@@ -17,11 +17,12 @@ from .heads import MaskedLM, Classifier
 
 # %% auto #0
 __all__ = ['matmul_peak', 'encoder_matmul_params', 'step_flops', 'bench_tokenizer', 'real_batches', 'bench_arch', 'hf_model',
-           'txc_model', 'load_hf_weights', 'hf_inputs', 'loss_gap', 'train_step_fn', 'BenchResult', 'bench']
+           'txc_model', 'load_hf_weights', 'hf_inputs', 'loss_gap', 'train_step_fn', 'BenchResult', 'bench', 'step_ops']
 
 # %% ../nbs/11_bench.ipynb #865b6981
-def matmul_peak(n:int=1024, reps:int=5, device:str='cpu', dtype=torch.float32)->float:
-    "Best measured matmul throughput in FLOP/s for an (n, n) @ (n, n) product."
+def matmul_peak(n:int|None=None, reps:int=5, device:str='cpu', dtype=torch.float32)->float:
+    "Best measured matmul throughput in FLOP/s for an (n, n) @ (n, n) product (n: 1024 on a CPU, 8192 on a GPU)."
+    n = n or (8192 if str(device).startswith('cuda') else 1024)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = 0.0
     for _ in range(reps):
@@ -117,13 +118,15 @@ def loss_gap(model, hf, b:dict)->float:
     with torch.no_grad(): return abs(model(b['input_ids'], b['attention_mask'], b['labels'])[1].item() - hf(**hf_inputs(b)).loss.item())
 
 # %% ../nbs/11_bench.ipynb #3d1dc645
-def train_step_fn(model, hf:bool, lr:float=1e-4):
-    "A closure running one forward/backward/AdamW step on a batch; returns the loss."
+def train_step_fn(model, hf:bool, lr:float=1e-4, amp:torch.dtype|None=None):
+    "A closure running one forward/backward/AdamW step on a batch (forward under `amp` autocast if given); returns the loss."
     opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)       # one kernel for all parameters; both sides
     model.train()
+    dev = next(model.parameters()).device.type
     def step(b):
-        if hf: loss = model(**hf_inputs(b)).loss
-        else: loss = model(b['input_ids'], b['attention_mask'], b['labels'])[1]
+        with torch.autocast(dev, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            if hf: loss = model(**hf_inputs(b)).loss
+            else: loss = model(b['input_ids'], b['attention_mask'], b['labels'])[1]
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
         return loss.detach()
     return step
@@ -142,6 +145,7 @@ class BenchResult:
     peak_flops: float = 0.0     # best measured matmul FLOP/s
     loss_gap: float = float('nan')  # |txc - transformers| loss at equal weights
     compiled: bool = False          # txc side run through torch.compile
+    amp: bool = False               # both sides under bf16 autocast; the peak is a bf16 matmul
     @property
     def ratio(self)->float: return statistics.median(self.ratios)
     @property
@@ -150,12 +154,16 @@ class BenchResult:
         med = statistics.median
         return (f"{self.workload:8} {self.preset:5} txc {med(self.txc_tok_s):7,.0f} tok/s  transformers {med(self.hf_tok_s):7,.0f} tok/s  "
                 f"ratio {self.ratio:5.2f}x (median of {len(self.ratios)}; {min(self.ratios):.2f}-{max(self.ratios):.2f})  "
-                f"txc MFU {100 * self.mfu:4.1f}% of {self.peak_flops / 1e9:.0f} GFLOP/s  loss gap {self.loss_gap:.1e}" + ('  (txc compiled)' if self.compiled else ''))
+                f"txc MFU {100 * self.mfu:4.1f}% of {self.peak_flops / 1e9:.0f} GFLOP/s  loss gap {self.loss_gap:.1e}" + ('  (bf16 autocast)' if self.amp else '') + ('  (txc compiled)' if self.compiled else ''))
 
 # %% ../nbs/11_bench.ipynb #9799fc4d
 def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_size:int=32, max_length:int=128,
-          device:str='cpu', threads:int|None=None, seed:int=0, tok=None, compile:bool=False)->BenchResult:
+          device:str='cpu', threads:int|None=None, seed:int=0, tok=None, compile:bool=False, amp:bool=False)->BenchResult:
     "Median txc/transformers throughput ratio of training steps on real corpus batches."
+    if amp and not str(device).startswith('cuda'):     # as training.use_amp: bf16 matmuls on a CPU without bf16 units crawl
+        raise ValueError('bench amp=True (bf16 autocast) is for CUDA devices; on a CPU it runs many times slower than fp32')
+    if amp and not torch.cuda.is_bf16_supported(): raise ValueError('bench amp=True needs a GPU with bf16 (Ampere or newer)')
+    dtype = torch.bfloat16 if amp else None
     if threads: torch.set_num_threads(threads)
     torch.manual_seed(seed)
     tok = tok or bench_tokenizer()
@@ -163,16 +171,16 @@ def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_s
     batches = [{k: v.to(device) for k, v in b.items()} for b in real_batches(tok, task, steps, batch_size, max_length, seed)]
     hf = hf_model(arch, task).to(device)
     model = load_hf_weights(txc_model(arch, task), hf).to(device)
-    res = BenchResult('mlm' if task == 'mlm' else 'finetune', preset, loss_gap=loss_gap(model, hf, batches[0]))
+    res = BenchResult('mlm' if task == 'mlm' else 'finetune', preset, loss_gap=loss_gap(model, hf, batches[0]), amp=amp)
     if compile: model, res.compiled = torch.compile(model, dynamic=True), True   # txc side only; compiled during the warm-up
-    sides = {'txc': train_step_fn(model, hf=False), 'hf': train_step_fn(hf, hf=True)}
+    sides = {'txc': train_step_fn(model, hf=False, amp=dtype), 'hf': train_step_fn(hf, hf=True, amp=dtype)}
     real = sum(int((~b['attention_mask']).sum()) for b in batches)
     res.flops = sum(step_flops(arch, (~b['attention_mask']).sum(1).cpu(), int((b['labels'] != -100).sum()) if task == 'mlm' else len(b['labels']),
                                arch.vocab_size if task == 'mlm' else 16) for b in batches)
     for step in sides.values():
         for b in batches if compile else batches[:2]: step(b)          # warm-up (every shape once when compiling)
     for r in range(repeats):
-        res.peak_flops, secs = max(res.peak_flops, matmul_peak(device=device)), {}
+        res.peak_flops, secs = max(res.peak_flops, matmul_peak(device=device, dtype=dtype or torch.float32)), {}
         for name in (['txc', 'hf'] if r % 2 == 0 else ['hf', 'txc']):
             _sync(device); t0 = time.perf_counter()
             for b in batches: sides[name](b)
@@ -180,3 +188,19 @@ def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_s
         res.txc_tok_s.append(real / secs['txc']); res.hf_tok_s.append(real / secs['hf'])
         res.ratios.append(secs['hf'] / secs['txc']); res.txc_secs.append(secs['txc'])
     return res
+
+# %% ../nbs/11_bench.ipynb #b1c2d3e5
+_SYNCING = {'aten._local_scalar_dense.default', 'aten.nonzero.default', 'aten._unique2.default', 'aten.masked_select.default', 'aten.is_nonzero.default'}
+
+def step_ops(step, b:dict)->tuple[int, int]:
+    "ATen operations, and those of them that make the host wait for the device (data-dependent sizes or values), in one `step(b)`."
+    from torch.utils._python_dispatch import TorchDispatchMode
+    n = [0, 0]
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            n[0] += 1
+            bool_gather = func is torch.ops.aten.index.Tensor and any(i is not None and i.dtype == torch.bool for i in args[1])
+            n[1] += str(func) in _SYNCING or bool_gather
+            return func(*args, **(kwargs or {}))
+    with Count(): step(b)
+    return n[0], n[1]

@@ -128,16 +128,20 @@ def add_bench(sub):
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch decides)')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     p.add_argument('--compile', action='store_true', help='run the txc side through torch.compile (compile time not counted)')
+    p.add_argument('--amp', action='store_true', help='bf16 autocast on both sides, the precision a GPU run trains in (MFU then against a bf16 matmul)')
 
 def cmd_bench(args):
     from txc.bench import bench, bench_tokenizer
+    if args.amp and not args.device.startswith('cuda'):
+        raise TxcError('--amp (bf16 autocast) needs --device cuda: on a CPU it runs many times slower than fp32, and training.use_amp is CUDA-only too')
     if args.device.startswith('cuda'):
         import torch
         if not torch.cuda.is_available(): raise TxcError("--device cuda: CUDA is not available on this machine")
+        if args.amp and not torch.cuda.is_bf16_supported(): raise TxcError("--amp: this GPU has no bf16 (it needs Ampere or newer); drop --amp to bench in fp32")
     tok = bench_tokenizer()
     for preset in args.preset:
         for task in args.task:
-            r = bench(preset, 'mlm' if task == 'mlm' else 'cls', args.repeats, args.steps, args.batch_size, args.max_length, args.device, args.threads, tok=tok, compile=args.compile)
+            r = bench(preset, 'mlm' if task == 'mlm' else 'cls', args.repeats, args.steps, args.batch_size, args.max_length, args.device, args.threads, tok=tok, compile=args.compile, amp=args.amp)
             print(r.row(), flush=True)
 
 # %% ../nbs/10_cli.ipynb #dfe72f20
