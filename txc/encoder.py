@@ -101,7 +101,7 @@ class Encoder(nn.Module):
         init_weights(self, cfg)
 
     bucket_width = 16
-    unpad: bool|None = None     # None: unpad on a CPU, compute padded on a GPU (both measured in 11_bench)
+    unpad: bool|None = None     # None: unpad on a CPU, compute padded on a GPU (see 11_bench, 'On a GPU')
     def unpads(self, device:torch.device) -> bool: return self.unpad if self.unpad is not None else device.type != 'cuda'
 
     def forward(self, input_ids:Tensor, # (B, T) token ids

@@ -55,7 +55,7 @@ class Packing:
             self.buckets = make_buckets((~pad_mask).sum(1), width, attn_bias, localities)
             self.order = torch.cat([b.src.view(-1)[b.real] for b in self.buckets]).argsort()  # bucket order -> row-major
 
-    def pack(self, x:Tensor) -> Tensor: # (B, T, ...) -> (N, ...)
+    def pack(self, x:Tensor) -> Tensor: # (B, T, ...) -> (N, ...), or (B*T, ...) when every slot is computed
         x = x.flatten(0, 1)
         return x if self.dense else x[self.idx]
 
