@@ -36,10 +36,11 @@ def test_bench_numbers_are_consistent(tok, task):
 
 def test_txc_bench_cli_end_to_end():
     res = run_txc('bench', '--preset', 'tiny', '--task', 'mlm', 'finetune', '--repeats', '1', '--steps', '1',
-                  '--batch-size', '4', '--max-length', '32', '--threads', '1', timeout=600)
+                  '--batch-size', '4', '--max-length', '32', '--threads', '1', '--layout', 'packed', 'padded', timeout=600)
     assert res.returncode == 0, res.stderr
     rows = [l for l in res.stdout.splitlines() if 'ratio' in l]
-    assert [r.split()[0] for r in rows] == ['mlm', 'finetune'], res.stdout
+    assert [(r.split()[0], r.endswith('(txc padded)')) for r in rows] == [('mlm', False), ('mlm', True), ('finetune', False), ('finetune', True)], res.stdout
+    assert all(r.endswith('(txc packed)') for r in rows[::2]), res.stdout
     for r in rows:
         gap = float(re.search(r'loss gap (\S+)', r).group(1))
         assert gap < 1e-4 and re.search(r'ratio +[\d.]+x', r) and 'MFU' in r, r

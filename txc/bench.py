@@ -146,6 +146,7 @@ class BenchResult:
     loss_gap: float = float('nan')  # |txc - transformers| loss at equal weights
     compiled: bool = False          # txc side run through torch.compile
     amp: bool = False               # both sides under bf16 autocast; the peak is a bf16 matmul
+    layout: str = ''                # txc encoder layout when chosen: 'packed' or 'padded' ('' = the device's default)
     @property
     def ratio(self)->float: return statistics.median(self.ratios)
     @property
@@ -154,11 +155,12 @@ class BenchResult:
         med = statistics.median
         return (f"{self.workload:8} {self.preset:5} txc {med(self.txc_tok_s):7,.0f} tok/s  transformers {med(self.hf_tok_s):7,.0f} tok/s  "
                 f"ratio {self.ratio:5.2f}x (median of {len(self.ratios)}; {min(self.ratios):.2f}-{max(self.ratios):.2f})  "
-                f"txc MFU {100 * self.mfu:4.1f}% of {self.peak_flops / 1e9:.0f} GFLOP/s  loss gap {self.loss_gap:.1e}" + ('  (bf16 autocast)' if self.amp else '') + ('  (txc compiled)' if self.compiled else ''))
+                f"txc MFU {100 * self.mfu:4.1f}% of {self.peak_flops / 1e9:.0f} GFLOP/s  loss gap {self.loss_gap:.1e}" + (f'  (txc {self.layout})' if self.layout else '') + ('  (bf16 autocast)' if self.amp else '') + ('  (txc compiled)' if self.compiled else ''))
 
 # %% ../nbs/11_bench.ipynb #9799fc4d
 def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_size:int=32, max_length:int=128,
-          device:str='cpu', threads:int|None=None, seed:int=0, tok=None, compile:bool=False, amp:bool=False)->BenchResult:
+          device:str='cpu', threads:int|None=None, seed:int=0, tok=None, compile:bool=False, amp:bool=False,
+          unpad:bool|None=None)->BenchResult:
     "Median txc/transformers throughput ratio of training steps on real corpus batches."
     if amp and not str(device).startswith('cuda'):     # as training.use_amp: bf16 matmuls on a CPU without bf16 units crawl
         raise ValueError('bench amp=True (bf16 autocast) is for CUDA devices; on a CPU it runs many times slower than fp32')
@@ -171,7 +173,9 @@ def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_s
     batches = [{k: v.to(device) for k, v in b.items()} for b in real_batches(tok, task, steps, batch_size, max_length, seed)]
     hf = hf_model(arch, task).to(device)
     model = load_hf_weights(txc_model(arch, task), hf).to(device)
-    res = BenchResult('mlm' if task == 'mlm' else 'finetune', preset, loss_gap=loss_gap(model, hf, batches[0]), amp=amp)
+    model.encoder.unpad = unpad                                          # None: the device's default layout
+    res = BenchResult('mlm' if task == 'mlm' else 'finetune', preset, loss_gap=loss_gap(model, hf, batches[0]), amp=amp,
+                      layout='' if unpad is None else 'packed' if unpad else 'padded')
     if compile: model, res.compiled = torch.compile(model, dynamic=True), True   # txc side only; compiled during the warm-up
     sides = {'txc': train_step_fn(model, hf=False, amp=dtype), 'hf': train_step_fn(hf, hf=True, amp=dtype)}
     real = sum(int((~b['attention_mask']).sum()) for b in batches)

@@ -128,6 +128,8 @@ def add_bench(sub):
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch decides)')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     p.add_argument('--compile', action='store_true', help='run the txc side through torch.compile (compile time not counted)')
+    p.add_argument('--layout', nargs='+', default=['auto'], choices=['auto', 'packed', 'padded'],
+                   help="txc encoder layouts: 'packed' (real tokens only; the CPU default), 'padded' (every slot; the GPU default)")
     p.add_argument('--amp', action='store_true', help='bf16 autocast on both sides, the precision a GPU run trains in (MFU then against a bf16 matmul)')
 
 def cmd_bench(args):
@@ -141,8 +143,10 @@ def cmd_bench(args):
     tok = bench_tokenizer()
     for preset in args.preset:
         for task in args.task:
-            r = bench(preset, 'mlm' if task == 'mlm' else 'cls', args.repeats, args.steps, args.batch_size, args.max_length, args.device, args.threads, tok=tok, compile=args.compile, amp=args.amp)
-            print(r.row(), flush=True)
+            for layout in args.layout:
+                r = bench(preset, 'mlm' if task == 'mlm' else 'cls', args.repeats, args.steps, args.batch_size, args.max_length, args.device,
+                          args.threads, tok=tok, compile=args.compile, amp=args.amp, unpad={'auto': None, 'packed': True, 'padded': False}[layout])
+                print(r.row(), flush=True)
 
 # %% ../nbs/10_cli.ipynb #dfe72f20
 COMMANDS = {'tokenizer': (add_tokenizer, cmd_tokenizer), 'prepare': (add_prepare, cmd_prepare), 'check': (add_check, cmd_check),
