@@ -44,11 +44,13 @@ class MaskedLM(nn.Module):
                 attention_mask:Optional[Tensor]=None, # (B, T) bool, True=PAD
                 labels:Optional[Tensor]=None): # (B, T) token id to predict, -100 elsewhere
         if labels is None: return self.head(self.encoder.packed(input_ids, attention_mask)[0]), None   # every real token
-        tgt = labels.flatten() if attention_mask is None else labels[~attention_mask]   # (N,) targets of the real tokens
-        sel = (tgt != -100).nonzero().squeeze(1)                     # (M,) packed rows to predict
+        want = labels.flatten() != -100                              # (B*T,) positions to predict
+        real = None if attention_mask is None else ~attention_mask.flatten()
+        pos = (want if real is None else want & real).nonzero().squeeze(1)   # (M,) their flat positions: one host sync
+        sel = pos if real is None else real.cumsum(0)[pos] - 1       # (M,) their rows among the real tokens (packed order)
         h, _ = self.encoder.packed(input_ids, attention_mask, keep=sel)   # (M, H): only the selected rows
         logits = self.head(h)                                        # (M, V)
-        loss = F.cross_entropy(logits, tgt[sel]) if len(sel) else logits.sum() * 0.0
+        loss = F.cross_entropy(logits, labels.flatten()[pos]) if len(pos) else logits.sum() * 0.0
         return logits, loss
 
 # %% ../nbs/05_heads.ipynb #528b3fa8
@@ -95,7 +97,7 @@ class Classifier(nn.Module):
         logits = self.head(self.hidden(input_ids, attention_mask), attention_mask)    # (B, L)
         if labels is None: return logits, None
         L = logits.shape[-1]
-        if len(labels) and (labels.min() < 0 or labels.max() >= L):
+        if len(labels) and ((labels < 0) | (labels >= L)).any():              # one host sync
             raise DataError(f"labels must lie in [0, {L}) (classification_head.num_labels={L}), got min {labels.min().item()} max {labels.max().item()}")
         return logits, F.cross_entropy(logits, labels)
 

@@ -45,9 +45,10 @@ class Packing:
                  B:int, T:int, attn_bias:AttentionBias, localities=(False,), # layer kinds (local or not) that need masks
                  width:int=32, # bucket width in tokens; >= T makes one bucket
                  unpad:bool=True): # False: compute on all B*T slots, PAD masked in attention (see below)
-        has_pad = pad_mask is not None and bool(pad_mask.any())
+        idx = None if pad_mask is None else (~pad_mask).view(-1).nonzero().squeeze(1)  # a host sync: N depends on the data
+        has_pad = idx is not None and len(idx) < B * T
         self.B, self.T, self.dense = B, T, not (has_pad and unpad)                # dense: every slot is computed
-        self.idx = (~pad_mask).view(-1).nonzero().squeeze(1) if has_pad else None  # (N,) flat positions of the real tokens
+        self.idx = idx if has_pad else None                                        # (N,) flat positions of the real tokens
         self.N = B * T if self.idx is None else len(self.idx)
         self.pos = self.pack(torch.arange(T, device=attn_bias.pos.device).expand(B, T))  # column of each computed slot
         if self.dense: self.masks = {loc: attn_bias(pad_mask if has_pad else None, T, loc) for loc in localities}
