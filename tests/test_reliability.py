@@ -1,6 +1,7 @@
 """Crash-proof runs, with real processes: SIGKILL at random steps and in the middle of a checkpoint write, then an exact
 resume; a stale lock of a killed run is taken over and a live one refuses; resume into another architecture, strict and
-not; a non-finite loss stops the run with its step and leaves the checkpoints as they were.
+not; a non-finite loss stops the run with its step and leaves the checkpoints as they were; Ctrl-C (SIGINT) saves the step
+in progress and the resumed run is the unbroken one.
 
 The kills and pauses come from hooks in `tests/train_entry.py` (`--kill-at`, `--pause-write`, `--nan-at`, `--record`),
 so txc itself carries no test-only code; the rest goes through the real `train.py`."""
@@ -197,3 +198,38 @@ def test_resume_into_another_architecture(runs_template, tmp_path):
     shared = [k for k in new if k in old]
     assert any(k.startswith('encoder.blocks.0.') for k in shared) and any(k.startswith('encoder.blocks.1.') for k in new)
     assert all(torch.allclose(old[k], new[k], atol=1e-6) for k in shared)   # lr 1e-12: what matched was loaded and kept
+
+
+def test_ctrl_c_saves_the_step_in_progress_and_resumes_exactly(runs_template, tmp_path):
+    "SIGINT to the real train.py: the step ends, last.ckpt holds it, exit 130 with one `interrupted:` line; resuming gives the unbroken run."
+    ws = copy_of(runs_template, tmp_path)
+    long = bi.set_keys(training__epochs=60, training__max_steps=None)          # no periodic checkpoints: only Ctrl-C writes last.ckpt
+    for name in ('full', 'cut'): bi.write_config(ws, 'pretraining', name, long)
+    ok(train_py(ws, 'full'))
+    run, total = ws / 'experiments/pretraining/cut', len(read_csv(ws / 'experiments/pretraining/full/metrics/train/train.csv'))
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'train.py'), '-n', 'cut', '-m', 'pretraining'], cwd=ws,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    csv, deadline = run / 'metrics/train/train.csv', time.time() + 120
+    while (not csv.exists() or len(csv.read_text().splitlines()) < 20) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, ('the run ended before Ctrl-C', proc.communicate())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert proc.returncode == 130 and 'Traceback' not in err, (proc.returncode, err[-3000:])
+    assert lines[0].startswith('Ctrl-C: stopping after this step') and lines[-1].startswith('interrupted: stopped at step '), lines
+    assert 'checkpoint_path: checkpoints/last.ckpt, load_only_model_state: false' in lines[-1]
+    step = int(lines[-1].split()[4])
+    assert 20 <= step < total, (step, total)
+    assert load_checkpoint(run / 'checkpoints/last.ckpt')['trainer']['step'] == step == read_csv(csv)[-1]['step']   # nothing lost
+    assert not (run / 'checkpoints/model.ckpt').exists() and not (run / 'train.lock').exists()
+
+    one_error_line(train_py(ws, 'cut'), 'checkpoints/last.ckpt')          # starting it again unchanged would overwrite the saved state
+    bi.write_config(ws, 'pretraining', 'cut', lambda c: (long(c), bi.resume_keys(checkpoint_path='checkpoints/last.ckpt',
+                                                                                 load_only_model_state=False)(c)))
+    ok(train_py(ws, 'cut'))
+    full = ws / 'experiments/pretraining/full'
+    assert [(r['step'], r['loss']) for r in read_csv(csv)] == [(r['step'], r['loss']) for r in read_csv(full / 'metrics/train/train.csv')]
+    assert read_csv(run / 'metrics/eval/val.csv') == read_csv(full / 'metrics/eval/val.csv')
+    wa, wb = weights(full), weights(run)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

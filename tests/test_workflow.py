@@ -80,3 +80,31 @@ def test_quickstart_smoke(tmp_path):
     assert 'test macro-F1' in res.stdout and 'finetuning run:' in res.stdout
     ft = tmp_path / 'qs' / 'experiments' / 'finetuning' / 'quickstart_ft'
     assert (ft / 'checkpoints' / 'model.ckpt').is_file() and (ft / 'metrics' / 'eval' / 'test.csv').is_file()
+
+def test_quickstart_ctrl_c_then_resume_matches_an_unbroken_run(tmp_path):
+    "Ctrl-C in the quickstart's pretraining saves its state; `--resume` finishes it with the unbroken run's metrics, to the byte."
+    import os, signal, time
+    args = ['quickstart', '--preset', 'smoke', '--no-progress', '--threads', '1']
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    assert run_txc(*args, '--root', full, timeout=900).returncode == 0
+    proc = subprocess.Popen([sys.executable, '-c', 'import sys; from txc.cli import main; sys.exit(main())', *args, '--root', str(cut)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    pre, deadline = cut / 'experiments/pretraining/quickstart_pre', time.time() + 600
+    while not (pre / 'metrics/train/train.csv').exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.01)
+    assert proc.poll() is None, ('the quickstart ended before Ctrl-C', proc.communicate())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130 and 'Traceback' not in err, (proc.returncode, err[-3000:])
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('interrupted: stopped at step ') and last.endswith('run the same txc quickstart command with --resume'), last
+    assert json.loads((cut / 'quickstart.json').read_text())['done'] == ['tokenizer', 'datasets']
+    assert not (pre / 'checkpoints/model.ckpt').exists() and (pre / 'checkpoints/last.ckpt').exists()
+    assert run_txc(*args, '--root', cut).returncode == 2                       # without --resume it refuses to overwrite
+    res = run_txc(*args, '--root', cut, '--resume', timeout=900)
+    assert res.returncode == 0, res.stderr
+    assert '== tokenizer: finished before' in res.stdout and 'test macro-F1' in res.stdout
+    for kind, name in (('pretraining', 'quickstart_pre'), ('finetuning', 'quickstart_ft')):
+        a, b = full / 'experiments' / kind / name / 'metrics', cut / 'experiments' / kind / name / 'metrics'
+        for f in sorted(p.relative_to(a) for p in (a / 'eval').iterdir()): assert (a / f).read_bytes() == (b / f).read_bytes(), f
+        loss = lambda d: [(r['step'], r['loss']) for r in rows(d / 'train' / 'train.csv')]
+        assert loss(a) == loss(b), kind

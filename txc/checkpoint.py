@@ -4,7 +4,7 @@
 
 # %% ../nbs/07e_checkpoint.ipynb #d986ace9
 from __future__ import annotations
-import math, os, random, tempfile, warnings
+import math, os, random, signal, sys, tempfile, threading, warnings
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +19,7 @@ from .trainer import Callback
 
 # %% auto #0
 __all__ = ['atomic_save', 'load_checkpoint', 'remove_partial_writes', 'rng_state', 'set_rng_state', 'full_state', 'model_state',
-           'load_model_state', 'restore', 'CheckpointCB', 'pid_alive', 'RunLock']
+           'load_model_state', 'restore', 'CheckpointCB', 'pid_alive', 'RunLock', 'RunInterrupted', 'InterruptCB']
 
 # %% ../nbs/07e_checkpoint.ipynb #6c0dd624
 def atomic_save(obj, path)->Path:
@@ -182,3 +182,35 @@ class RunLock:
         except (ValueError, FileNotFoundError): pass
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
+
+# %% ../nbs/07e_checkpoint.ipynb #dc3386b3
+class RunInterrupted(KeyboardInterrupt):
+    "Ctrl-C stopped a run at a step boundary after writing its full state to `last.ckpt`; the message says how to continue."
+    def __init__(self, step:int, path:Path, how:str="set training.resume to {is_resume: true, checkpoint_path: checkpoints/last.ckpt, "
+                 "load_only_model_state: false} in the run's config.yaml and start the run again"):
+        self.step, self.path = step, path
+        super().__init__(f"stopped at step {step} with its full state in {path}; to continue exactly where it stopped, {how}")
+
+class InterruptCB(Callback):
+    "First Ctrl-C: finish the step, write `last.ckpt`, stop with `RunInterrupted`. A second Ctrl-C stops at once."
+    order = 21                                        # after CheckpointCB (20): an epoch's last step is saved after its evaluation
+    def __init__(self, ckpt:CheckpointCB): self.ckpt, self.requested, self.prev = ckpt, False, None
+    def before_fit(self, t):
+        self.requested = False
+        if threading.current_thread() is threading.main_thread() and dist_env().world_size == 1:
+            self.prev = signal.signal(signal.SIGINT, self.request)
+    def request(self, signum=None, frame=None):
+        "What Ctrl-C calls: ask the run to stop at the end of the step in progress."
+        if self.requested: raise KeyboardInterrupt()                        # the second Ctrl-C
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and writing checkpoints/last.ckpt (press it again to stop at once, without saving)",
+              file=sys.stderr, flush=True)
+    def after_step(self, t):
+        if self.requested and t.batch_in_epoch < t.n_batches: self.stop(t)   # an epoch's last step: after its evaluation
+    def after_epoch(self, t):
+        if self.requested: self.stop(t)
+    def stop(self, t):
+        self.ckpt.save(t, 'last.ckpt')
+        raise RunInterrupted(t.global_step, self.ckpt.dir / 'last.ckpt')
+    def cleanup_fit(self, t):
+        if self.prev is not None: signal.signal(signal.SIGINT, self.prev); self.prev = None

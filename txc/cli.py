@@ -110,12 +110,13 @@ def add_quickstart(sub):
     p.add_argument('--preset', default='default', help="'default' (the real run, <= 15 min on 2 CPU cores), 'long' (3x the MLM steps, about 30 min on 2 CPU cores) or 'smoke' (< 2 min)")
     p.add_argument('--root', default='txc-quickstart', help='directory for the vocab, datasets and runs')
     p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh')
+    p.add_argument('--resume', action='store_true', help='continue an interrupted quickstart in --root (same --preset) where it stopped')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--threads', type=int, default=None, help="torch threads for both runs (default: torch's, one per core); 1 is faster on a busy machine")
 
 def cmd_quickstart(args):
     from txc.quickstart import quickstart, summary_table
-    print(summary_table(quickstart(args.root, args.preset, args.force, progress=not args.no_progress, threads=args.threads)))
+    print(summary_table(quickstart(args.root, args.preset, args.force, progress=not args.no_progress, threads=args.threads, resume=args.resume)))
 
 def add_bench(sub):
     p = sub.add_parser('bench', help='training throughput of txc against transformers on the same model and batches')
@@ -166,13 +167,16 @@ def build_parser()->argparse.ArgumentParser:
 def _warning_line(message, category, filename, lineno, file=None, line=None): print(f"warning: {message}", file=file or sys.stderr)
 
 def guarded(fn, *args)->int:
-    "Call `fn(*args)`; a `TxcError` becomes one line `error: ...` on stderr and exit code 2; a warning one line `warning: ...`."
+    "Call `fn(*args)`; a `TxcError` becomes one line `error: ...` on stderr and exit code 2, Ctrl-C `interrupted: ...` and 130; a warning one line `warning: ...`."
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line
         try: fn(*args)
         except TxcError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt as e:                 # Ctrl-C; a training run has saved its state first (`RunInterrupted`)
+            print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+            return 130
     return 0
 
 def main(argv=None)->int:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08b_quickstart.ipynb #d60eb097
 from __future__ import annotations
-import os, shutil, time, warnings
+import json, os, shutil, time, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,11 +17,12 @@ from .data import bundled_splits, write_splits
 from .loggers import busy_cores, usable_cores
 from .tokenizer import WordPieceTokenizer
 from .experiments import generate_pretraining_experiment, generate_finetuning_experiment
+from .checkpoint import RunInterrupted
 from .training import train
 
 # %% auto #0
-__all__ = ['PRESETS', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets', 'configure', 'merge',
-           'data_overrides', 'busy_warning', 'quickstart', 'summary_table']
+__all__ = ['PRESETS', 'STATE', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets', 'configure', 'merge',
+           'data_overrides', 'busy_warning', 'open_root', 'run_stage', 'quickstart', 'summary_table']
 
 # %% ../nbs/08b_quickstart.ipynb #77b33331
 @dataclass
@@ -45,7 +46,8 @@ PRESETS = {
         vocab_size=8192, max_length=64,
         pretraining=dict(architecture=dict(preset='tiny', position_encoding='rope', activation='geglu', dropout=0.0, attention_dropout=0.0),
                          mlm_head=dict(mask_rate=0.3),
-                         training=dict(epochs=3, max_steps=4500, batch_size=32, lr=2e-3, warmup_ratio=0.05, eval_every_n_steps=1500)),
+                         training=dict(epochs=3, max_steps=4500, batch_size=32, lr=2e-3, warmup_ratio=0.05, eval_every_n_steps=1500,
+                                       checkpoint_every_n_steps=500)),
         finetuning=dict(classification_head=dict(pooling='mean'),
                         training=dict(epochs=3, batch_size=32, lr=1e-3, warmup_ratio=0.1, class_weights='balanced'))),
 }
@@ -54,13 +56,13 @@ PRESETS['long'] = replace(_d, pretraining=_d.pretraining | dict(training=_d.pret
 
 # %% ../nbs/08b_quickstart.ipynb #4536ec93
 class Stopwatch:
-    "Wall seconds of named stages."
-    def __init__(self): self.times = {}
+    "Wall seconds of named stages, added to `times` (an interrupted stage's seconds count too)."
+    def __init__(self, times:dict|None=None): self.times = {} if times is None else times
     def __call__(self, name:str, fn, *args, **kw):
         print(f"== {name}", flush=True)
-        t0 = time.perf_counter(); out = fn(*args, **kw)
-        self.times[name] = time.perf_counter() - t0
-        return out
+        t0 = time.perf_counter()
+        try: return fn(*args, **kw)
+        finally: self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
 
 def _slice(parts:dict, n:int|None)->dict:
     "Keep the first `n` training examples (all when n is None); val and test stay whole."
@@ -118,27 +120,65 @@ def busy_warning(threads:int|None=None, busy:float|None=None, cores:int|None=Non
             f"Pass --threads 1 (it sums in another order, so its metrics are not bit-identical to a {n}-thread run's) or stop the other jobs.")
 
 # %% ../nbs/08b_quickstart.ipynb #8e9390e7
-def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, progress:bool=True, threads:int|None=None)->dict:
-    "Tokenizer, datasets, pretraining, finetuning and test evaluation on the bundled corpus."
+STATE = 'quickstart.json'    # in the root: the preset, the finished stages, their seconds and their results
+
+def open_root(root:Path, preset:str, threads:int|None, force:bool, resume:bool)->dict:
+    "The record of the quickstart in `root`: a fresh one, or with `resume` the interrupted one's."
+    if resume:
+        if not (root / STATE).is_file():
+            raise ConfigError(f"--resume: {root} holds no quickstart to continue ({STATE} is missing); leave out --resume to start one there")
+        st = json.loads((root / STATE).read_text())
+        if st['preset'] != preset:
+            raise ConfigError(f"--resume: {root} was started with --preset {st['preset']}; continue it with that preset, or pass --force to start afresh")
+        if st['threads'] != threads:
+            warnings.warn(f"--resume: {root} was started with --threads {st['threads']} and continues with {threads}: "
+                          "its metrics will not be bit-identical to an unbroken run's")
+        return st
+    if root.exists() and any(root.iterdir()):
+        if not force: raise ConfigError(f"{root} already holds a quickstart: pass --resume to continue an interrupted one, --force to start it afresh, or choose another --root")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return dict(preset=preset, threads=threads, done=[], times={}, results={})
+
+def run_stage(run:Path, generate, overrides:dict, again:dict)->dict:
+    "Train the quickstart's run `run` and return its results; continue it from its `last.ckpt` if an earlier attempt left one."
+    if (run / 'checkpoints' / 'last.ckpt').is_file():
+        configure(run / 'config.yaml', merge(again, dict(training=dict(resume=dict(is_resume=True, checkpoint_path='checkpoints/last.ckpt',
+                                                                                  load_only_model_state=False)))))
+    else:
+        if run.exists(): shutil.rmtree(run)                 # an attempt that stopped before its first checkpoint: start it again
+        configure(generate(), overrides)
+    try: return train(load_config(run / 'config.yaml'), run).results
+    except RunInterrupted as e: raise RunInterrupted(e.step, e.path, "run the same txc quickstart command with --resume") from None
+
+def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, progress:bool=True, threads:int|None=None,
+               resume:bool=False)->dict:
+    "Tokenizer, datasets, pretraining, finetuning and test evaluation on the bundled corpus; `resume` continues an interrupted one."
     if preset not in PRESETS: raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if threads is not None and threads < 1: raise ConfigError(f"--threads {threads}: use 1 or more (or leave it out for torch's default)")
-    p, root, clock = PRESETS[preset], Path(root), Stopwatch()
+    if force and resume: raise ConfigError("--force starts the quickstart afresh and --resume continues it: pass one of them")
+    p, root = PRESETS[preset], Path(root)
     if w := busy_warning(threads): warnings.warn(w)
-    if root.exists() and any(root.iterdir()):
-        if not force: raise ConfigError(f"{root} already holds a quickstart: pass --force to start it afresh, or choose another --root")
-        shutil.rmtree(root)
-    tok = clock('tokenizer', build_tokenizer, p, root / 'vocab')
-    clock('datasets', build_datasets, p, tok, root / 'data')
-    exp, log = root / 'experiments', dict(logging=dict(progress_bar=progress))
+    st = open_root(root, preset, threads, force, resume)
+    clock, exp, log = Stopwatch(st['times']), root / 'experiments', dict(logging=dict(progress_bar=progress))
     cli = dict(training=dict(num_threads=threads)) if threads else {}    # wins over the preset, in both runs
-    pre = configure(generate_pretraining_experiment('quickstart_pre', root=exp),
-                    merge(data_overrides(root, 'pretraining', tok), log, p.pretraining, dict(architecture=dict(vocab_size=tok.vocab_size)), cli))
-    pre_t = clock('pretraining', train, load_config(pre), pre.parent)
-    ft = configure(generate_finetuning_experiment('quickstart_ft', 'quickstart_pre', root=exp),
-                   merge(data_overrides(root, 'finetuning', tok), log, p.finetuning, dict(classification_head=dict(num_labels=len(SECTIONS))), cli))
-    ft_t = clock('finetuning', train, load_config(ft), ft.parent)
-    return dict(preset=preset, root=root, times=clock.times, test=ft_t.results.get('test', {}), val=ft_t.results.get('val', {}),
-                mlm_val=pre_t.results.get('val', {}), runs=dict(pretraining=pre.parent, finetuning=ft.parent))
+    def stage(name, fn, *args):
+        if name in st['done']: print(f"== {name}: finished before", flush=True); return st['results'].get(name)
+        try:
+            out = clock(name, fn, *args)
+            if isinstance(out, dict): st['results'][name] = out
+            st['done'].append(name)
+            return out
+        finally: (root / STATE).write_text(json.dumps(st, indent=1) + '\n')
+    tok = stage('tokenizer', build_tokenizer, p, root / 'vocab') or WordPieceTokenizer.load(root / 'vocab')
+    stage('datasets', build_datasets, p, tok, root / 'data')
+    pre, ft = exp / 'pretraining' / 'quickstart_pre', exp / 'finetuning' / 'quickstart_ft'
+    pre_r = stage('pretraining', run_stage, pre, lambda: generate_pretraining_experiment('quickstart_pre', root=exp),
+                  merge(data_overrides(root, 'pretraining', tok), log, p.pretraining, dict(architecture=dict(vocab_size=tok.vocab_size)), cli), merge(log, cli))
+    ft_r = stage('finetuning', run_stage, ft, lambda: generate_finetuning_experiment('quickstart_ft', 'quickstart_pre', root=exp),
+                 merge(data_overrides(root, 'finetuning', tok), log, p.finetuning, dict(classification_head=dict(num_labels=len(SECTIONS))), cli), merge(log, cli))
+    return dict(preset=preset, root=root, times=clock.times, test=ft_r.get('test', {}), val=ft_r.get('val', {}),
+                mlm_val=pre_r.get('val', {}), runs=dict(pretraining=pre, finetuning=ft))
 
 # %% ../nbs/08b_quickstart.ipynb #07dfa9e6
 def summary_table(res:dict)->str:

@@ -23,7 +23,7 @@ from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, clas
 from .distributed import DistEnv, DDPCB, barrier, init_distributed, cleanup_distributed, gather_objects, is_distributed
 from .metrics import EvalCB, MLMMetrics, ClassificationMetrics
 from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB
-from .checkpoint import CheckpointCB, RunLock, load_checkpoint, restore
+from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, restore
 
 # %% auto #0
 __all__ = ['load_splits', 'label_names', 'load_tokenizer', 'pretrained_checkpoint', 'build_model', 'seed_everything',
@@ -110,7 +110,8 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
     cfg_dict, bs, dev = cfg.model_dump(mode='json'), tc.eval_batch_size or 2 * tc.batch_size, device
     metrics = (lambda: ClassificationMetrics(cfg.classification_head.num_labels, dev, names)) if fine else (lambda: MLMMetrics(dev))
     def loader(s): return make_loader(ds[s], bs, eval_collate, False, seed, env.rank, env.world_size)
-    cbs = [FreezeCB(tc), DDPCB(), ThroughputCB(), CheckpointCB(run_dir, cfg_dict, tc.checkpoint_every_n_steps)]
+    ck = CheckpointCB(run_dir, cfg_dict, tc.checkpoint_every_n_steps)
+    cbs = [FreezeCB(tc), DDPCB(), ThroughputCB(), ck, InterruptCB(ck)]                  # InterruptCB: Ctrl-C saves last.ckpt, then stops
     if tc.compile: cbs.append(CompileCB())
     if tc.early_stopping_patience and 'val' not in ds:
         raise ConfigError("training.early_stopping_patience needs a validation set: set data.val.dataset_path or remove the patience")
