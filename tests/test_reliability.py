@@ -208,7 +208,8 @@ def test_ctrl_c_saves_the_step_in_progress_and_resumes_exactly(runs_template, tm
     ok(train_py(ws, 'full'))
     run, total = ws / 'experiments/pretraining/cut', len(read_csv(ws / 'experiments/pretraining/full/metrics/train/train.csv'))
     proc = subprocess.Popen([sys.executable, str(ROOT / 'train.py'), '-n', 'cut', '-m', 'pretraining'], cwd=ws,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # even if CI started us with Ctrl-C ignored
     csv, deadline = run / 'metrics/train/train.csv', time.time() + 120
     while (not csv.exists() or len(csv.read_text().splitlines()) < 20) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)

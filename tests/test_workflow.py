@@ -88,7 +88,8 @@ def test_quickstart_ctrl_c_then_resume_matches_an_unbroken_run(tmp_path):
     full, cut = tmp_path / 'full', tmp_path / 'cut'
     assert run_txc(*args, '--root', full, timeout=900).returncode == 0
     proc = subprocess.Popen([sys.executable, '-c', 'import sys; from txc.cli import main; sys.exit(main())', *args, '--root', str(cut)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # even if CI started us with Ctrl-C ignored
     pre, deadline = cut / 'experiments/pretraining/quickstart_pre', time.time() + 600
     while not (pre / 'metrics/train/train.csv').exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.01)
     assert proc.poll() is None, ('the quickstart ended before Ctrl-C', proc.communicate())

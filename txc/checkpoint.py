@@ -197,7 +197,8 @@ class InterruptCB(Callback):
     def __init__(self, ckpt:CheckpointCB): self.ckpt, self.requested, self.prev = ckpt, False, None
     def before_fit(self, t):
         self.requested = False
-        if threading.current_thread() is threading.main_thread() and dist_env().world_size == 1:
+        if (threading.current_thread() is threading.main_thread() and dist_env().world_size == 1
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):                 # a script's background job ignores Ctrl-C: keep it so
             self.prev = signal.signal(signal.SIGINT, self.request)
     def request(self, signum=None, frame=None):
         "What Ctrl-C calls: ask the run to stop at the end of the step in progress."

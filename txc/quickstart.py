@@ -17,7 +17,7 @@ from .data import bundled_splits, write_splits
 from .loggers import busy_cores, usable_cores
 from .tokenizer import WordPieceTokenizer
 from .experiments import generate_pretraining_experiment, generate_finetuning_experiment
-from .checkpoint import RunInterrupted
+from .checkpoint import RunInterrupted, RunLock
 from .training import train
 
 # %% auto #0
@@ -124,6 +124,7 @@ STATE = 'quickstart.json'    # in the root: the preset, the finished stages, the
 
 def open_root(root:Path, preset:str, threads:int|None, force:bool, resume:bool)->dict:
     "The record of the quickstart in `root`: a fresh one, or with `resume` the interrupted one's."
+    if (root / 'train.lock').is_file(): RunLock(root).acquire().release()   # a live quickstart there: refuse before touching a file
     if resume:
         if not (root / STATE).is_file():
             raise ConfigError(f"--resume: {root} holds no quickstart to continue ({STATE} is missing); leave out --resume to start one there")
@@ -160,25 +161,30 @@ def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, pr
     p, root = PRESETS[preset], Path(root)
     if w := busy_warning(threads): warnings.warn(w)
     st = open_root(root, preset, threads, force, resume)
-    clock, exp, log = Stopwatch(st['times']), root / 'experiments', dict(logging=dict(progress_bar=progress))
-    cli = dict(training=dict(num_threads=threads)) if threads else {}    # wins over the preset, in both runs
-    def stage(name, fn, *args):
-        if name in st['done']: print(f"== {name}: finished before", flush=True); return st['results'].get(name)
-        try:
-            out = clock(name, fn, *args)
-            if isinstance(out, dict): st['results'][name] = out
-            st['done'].append(name)
-            return out
-        finally: (root / STATE).write_text(json.dumps(st, indent=1) + '\n')
-    tok = stage('tokenizer', build_tokenizer, p, root / 'vocab') or WordPieceTokenizer.load(root / 'vocab')
-    stage('datasets', build_datasets, p, tok, root / 'data')
-    pre, ft = exp / 'pretraining' / 'quickstart_pre', exp / 'finetuning' / 'quickstart_ft'
-    pre_r = stage('pretraining', run_stage, pre, lambda: generate_pretraining_experiment('quickstart_pre', root=exp),
-                  merge(data_overrides(root, 'pretraining', tok), log, p.pretraining, dict(architecture=dict(vocab_size=tok.vocab_size)), cli), merge(log, cli))
-    ft_r = stage('finetuning', run_stage, ft, lambda: generate_finetuning_experiment('quickstart_ft', 'quickstart_pre', root=exp),
-                 merge(data_overrides(root, 'finetuning', tok), log, p.finetuning, dict(classification_head=dict(num_labels=len(SECTIONS))), cli), merge(log, cli))
-    return dict(preset=preset, root=root, times=clock.times, test=ft_r.get('test', {}), val=ft_r.get('val', {}),
-                mlm_val=pre_r.get('val', {}), runs=dict(pretraining=pre, finetuning=ft))
+    lock = RunLock(root).acquire()                        # one quickstart per root, as one training run per run dir
+    try:
+        clock, exp, log = Stopwatch(st['times']), root / 'experiments', dict(logging=dict(progress_bar=progress))
+        cli = dict(training=dict(num_threads=threads)) if threads else {}    # wins over the preset, in both runs
+        def stage(name, fn, *args):
+            if name in st['done']: print(f"== {name}: finished before", flush=True); return st['results'].get(name)
+            try:
+                out = clock(name, fn, *args)
+                if isinstance(out, dict): st['results'][name] = out
+                st['done'].append(name)
+                return out
+            except RunInterrupted: raise                        # a training run: its message says how to go on
+            except KeyboardInterrupt: raise KeyboardInterrupt(f'in the {name} stage; run the same txc quickstart command with --resume to continue') from None
+            finally: (root / STATE).write_text(json.dumps(st, indent=1) + '\n')
+        tok = stage('tokenizer', build_tokenizer, p, root / 'vocab') or WordPieceTokenizer.load(root / 'vocab')
+        stage('datasets', build_datasets, p, tok, root / 'data')
+        pre, ft = exp / 'pretraining' / 'quickstart_pre', exp / 'finetuning' / 'quickstart_ft'
+        pre_r = stage('pretraining', run_stage, pre, lambda: generate_pretraining_experiment('quickstart_pre', root=exp),
+                      merge(data_overrides(root, 'pretraining', tok), log, p.pretraining, dict(architecture=dict(vocab_size=tok.vocab_size)), cli), merge(log, cli))
+        ft_r = stage('finetuning', run_stage, ft, lambda: generate_finetuning_experiment('quickstart_ft', 'quickstart_pre', root=exp),
+                     merge(data_overrides(root, 'finetuning', tok), log, p.finetuning, dict(classification_head=dict(num_labels=len(SECTIONS))), cli), merge(log, cli))
+        return dict(preset=preset, root=root, times=clock.times, test=ft_r.get('test', {}), val=ft_r.get('val', {}),
+                    mlm_val=pre_r.get('val', {}), runs=dict(pretraining=pre, finetuning=ft))
+    finally: lock.release()
 
 # %% ../nbs/08b_quickstart.ipynb #07dfa9e6
 def summary_table(res:dict)->str:
