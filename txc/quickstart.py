@@ -56,7 +56,7 @@ PRESETS['long'] = replace(_d, pretraining=_d.pretraining | dict(training=_d.pret
 
 # %% ../nbs/08b_quickstart.ipynb #4536ec93
 class Stopwatch:
-    "Wall seconds of named stages, added to `times` (an interrupted stage's seconds count too)."
+    "Wall seconds of named stages, added to `times` (a stage stopped by an exception counts its seconds too)."
     def __init__(self, times:dict|None=None): self.times = {} if times is None else times
     def __call__(self, name:str, fn, *args, **kw):
         print(f"== {name}", flush=True)
