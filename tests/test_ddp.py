@@ -1,8 +1,10 @@
 """torchrun DDP on CPU (gloo): 2 processes with half the batch each match 1 process with the whole batch,
-step by step within 1e-4, and only rank 0 writes files; a 2-process job that dies and is resumed equals the unbroken one exactly."""
-import os, subprocess, sys
+step by step within 1e-4, and only rank 0 writes files; a 2-process job that dies and is resumed equals the unbroken one exactly,
+and so does one stopped with Ctrl-C."""
+import os, re, signal, subprocess, sys, time
 from pathlib import Path
 
+import pytest
 import torch
 
 from train_entry import make_workspace, tiny_config, write_run
@@ -19,9 +21,13 @@ def run(cmd, timeout=300, rc=0):
     return res
 
 
+def torchrun_cmd(run_dir, *extra):
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+            str(ENTRY), str(run_dir / 'config.yaml'), str(run_dir), *map(str, extra)]
+
+
 def torchrun(run_dir, *extra, rc=0):
-    return run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                str(ENTRY), str(run_dir / 'config.yaml'), str(run_dir), *map(str, extra)], rc=rc)
+    return run(torchrun_cmd(run_dir, *extra), rc=rc)
 
 
 def files(d):
@@ -73,3 +79,50 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert [r['step'] for r in c] == list(range(1, 13)) and [r['loss'] for r in c] == [r['loss'] for r in b]
     wc = load_checkpoint(three / 'checkpoints/model.ckpt')['model']
     assert all(torch.equal(wb[k], wc[k]) for k in wb)
+
+
+def worker_pid(torchrun_pid, rank):
+    "PID of the torchrun worker with this RANK (a child of torchrun)."
+    for kid in Path(f'/proc/{torchrun_pid}/task/{torchrun_pid}/children').read_text().split():
+        if f'RANK={rank}'.encode() in Path(f'/proc/{kid}/environ').read_bytes().split(b'\0'): return int(kid)
+    raise AssertionError(f'no worker with RANK={rank}')
+
+
+@pytest.mark.parametrize('who', ['terminal', 'rank 1 only'])
+def test_torchrun_ctrl_c_stops_both_ranks_at_one_step_and_resumes_exactly(tmp_path, who):
+    """Ctrl-C in the terminal (SIGINT to torchrun's process group, which torchrun passes on), or SIGINT to rank 1 alone: both ranks
+    end the same step, rank 0 writes last.ckpt and says so once, and resuming equals the unbroken job."""
+    ws = make_workspace(tmp_path / 'ws', n_train=96, n_val=24, n_test=24)
+    cfg = lambda name: tiny_config(ws, 'finetuning', name, head=dict(num_labels=2), batch_size=4, epochs=3)   # 12 steps an epoch, 36 in all
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    write_run(cfg('full'), full); write_run(cfg('cut'), cut)
+    torchrun(full)
+    proc = subprocess.Popen(torchrun_cmd(cut, '--sleep', 0.2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    csv, deadline = cut / 'metrics/train/train.csv', time.time() + 120
+    while (not csv.exists() or len(csv.read_text().splitlines()) < 6) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, ('the job ended before Ctrl-C', proc.communicate())
+    if who == 'terminal': os.killpg(proc.pid, signal.SIGINT)             # what the terminal does: torchrun passes it on to its workers
+    else: os.kill(worker_pid(proc.pid, 1), signal.SIGINT)                 # rank 0 hears nothing and must still stop at the same step
+    try: out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:                                      # ranks that stopped at different steps hang: end them all
+        for kid in Path(f'/proc/{proc.pid}/task/{proc.pid}/children').read_text().split(): os.kill(int(kid), signal.SIGKILL)
+        proc.kill(); raise
+    assert proc.returncode != 0 and 'done: step' not in out, (proc.returncode, out[-2000:], err[-4000:])
+    stops = re.findall(r'interrupted: stopped at step (\d+) ', err)
+    assert len(stops) == 1 and err.count('Ctrl-C: stopping after this step') == (who == 'terminal'), err[-4000:]   # said once, by rank 0
+    step = int(stops[0])
+    assert 5 <= step < 36, (step, err[-2000:])
+    last = load_checkpoint(cut / 'checkpoints/last.ckpt')
+    assert last['trainer']['step'] == step == read_csv(csv)[-1]['step'] and last['trainer']['world_size'] == 2
+    assert not (cut / 'checkpoints/model.ckpt').exists() and not (cut / 'train.lock').exists()
+
+    c = cfg('cut'); c.training.resume = dict(is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_only_model_state=False)
+    write_run(c, cut)
+    torchrun(cut)
+    a, b = read_csv(full / 'metrics/train/train.csv'), read_csv(csv)
+    assert [(r['step'], r['loss']) for r in b] == [(r['step'], r['loss']) for r in a]
+    assert read_csv(cut / 'metrics/eval/val.csv') == read_csv(full / 'metrics/eval/val.csv')
+    wa, wb = load_checkpoint(full / 'checkpoints/model.ckpt')['model'], load_checkpoint(cut / 'checkpoints/model.ckpt')['model']
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -1,7 +1,8 @@
 """A process entry point for the trainer tests, until `train.py` / `txc train` exist (issue 5).
 
 `python tests/train_entry.py CONFIG RUN_DIR [--sleep S]` trains the run `CONFIG` describes into `RUN_DIR`
-with `txc.training.train`, and turns a `TxcError` into one line `error: ...` with exit code 2, as the CLI does.
+with `txc.training.train`, and turns a `TxcError` into one line `error: ...` with exit code 2 and Ctrl-C into `interrupted: ...`
+with exit code 130, through the CLI's own `guarded`.
 `--sleep` pauses after every optimizer step, so a test can kill the process mid-run; `--die-at N` exits
 abruptly after step N on every rank (a kill that torchrun's workers all see at the same step). For
 tests/test_reliability.py: `--kill-at N` sends itself SIGKILL in the middle of step N + 1 (after its first micro-batch);
@@ -17,7 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from txc.config import TxcConfig, TxcError
+from txc.cli import guarded
+from txc.config import TxcConfig
 from txc.config_io import load_config, save_config
 
 WORDS = 'alpha beta gamma delta kernel driver python library game sound video network editor font mail chess puzzle'.split()
@@ -130,11 +132,9 @@ def main(argv=None):
     cbs += ([KillAt(a.kill_at)] if a.kill_at else []) + ([NaNAt(a.nan_at)] if a.nan_at else [])
     cbs += [Record(Path(a.run_dir) / 'checkpoints', a.record)] if a.record else []
     if a.pause_write: pause_write(*a.pause_write.split(':'), a.flag)
-    try:
-        t = train(load_config(a.config), a.run_dir, callbacks=cbs)
-    except TxcError as e:
-        print(f'error: {e}', file=sys.stderr); sys.exit(2)
-    print(f'done: step {t.step}')
+    def run():                                             # errors and Ctrl-C end as the CLI's do: one line, exit 2 or 130
+        print(f'done: step {train(load_config(a.config), a.run_dir, callbacks=cbs).step}')
+    sys.exit(guarded(run))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import ConfigError, DataError, ResumeConfig, TxcError
 from .data import unpickle_reason
-from .distributed import dist_env, gather_objects
+from .distributed import barrier, dist_env, gather_objects
 from .trainer import Callback
 
 # %% auto #0
@@ -192,26 +192,31 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(f"stopped at step {step} with its full state in {path}; to continue exactly where it stopped, {how}")
 
 class InterruptCB(Callback):
-    "First Ctrl-C: finish the step, write `last.ckpt`, stop with `RunInterrupted`. A second Ctrl-C stops at once."
-    order = 21                                        # after CheckpointCB (20): an epoch's last step is saved after its evaluation
-    def __init__(self, ckpt:CheckpointCB): self.ckpt, self.requested, self.prev = ckpt, False, None
+    "First Ctrl-C: finish the step (every rank the same one), write `last.ckpt`, stop with `RunInterrupted`. A second Ctrl-C stops at once."
+    order = 40                                        # after CheckpointCB (20) and the loggers (30-32): the step's row is logged
+    def __init__(self, ckpt:CheckpointCB): self.ckpt, self.t, self.prev = ckpt, None, None
     def before_fit(self, t):
-        self.requested = False
-        if (threading.current_thread() is threading.main_thread() and dist_env().world_size == 1
+        self.t, self.env, t.stop_requested = t, dist_env(), False
+        if (threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):                 # a script's background job ignores Ctrl-C: keep it so
             self.prev = signal.signal(signal.SIGINT, self.request)
     def request(self, signum=None, frame=None):
         "What Ctrl-C calls: ask the run to stop at the end of the step in progress."
-        if self.requested: raise KeyboardInterrupt()                        # the second Ctrl-C
-        self.requested = True
-        print("\nCtrl-C: stopping after this step and writing checkpoints/last.ckpt (press it again to stop at once, without saving)",
-              file=sys.stderr, flush=True)
+        if self.t.stop_requested: raise KeyboardInterrupt()                # the second Ctrl-C
+        self.t.stop_requested = True
+        if self.env.is_main:                                                # under torchrun every rank hears it: say it once
+            print("\nCtrl-C: stopping after this step and writing checkpoints/last.ckpt (press it again to stop at once, without saving)",
+                  file=sys.stderr, flush=True)
+    def stopping(self, t)->bool:
+        "One process stops as soon as asked; ranks stop when the step's all-reduce carried a request (the same step on all)."
+        return t.stop_agreed if self.env.distributed else t.stop_requested
     def after_step(self, t):
-        if self.requested and t.batch_in_epoch < t.n_batches: self.stop(t)   # an epoch's last step: after its evaluation
+        if t.batch_in_epoch < t.n_batches and self.stopping(t): self.stop(t)   # an epoch's last step: after its evaluation
     def after_epoch(self, t):
-        if self.requested: self.stop(t)
+        if self.stopping(t): self.stop(t)
     def stop(self, t):
         self.ckpt.save(t, 'last.ckpt')
+        barrier()                                     # rank 0 has written it before any rank leaves: torchrun ends the job when one does
         raise RunInterrupted(t.global_step, self.ckpt.dir / 'last.ckpt')
     def cleanup_fit(self, t):
         if self.prev is not None: signal.signal(signal.SIGINT, self.prev); self.prev = None

@@ -175,7 +175,8 @@ def guarded(fn, *args)->int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as e:                 # Ctrl-C; a training run has saved its state first (`RunInterrupted`)
-            print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+            from .distributed import dist_env          # here, so that `txc --help` does not wait for torch
+            if dist_env().is_main: print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)   # torchrun: one line, not one a rank
             return 130
     return 0
 

@@ -98,6 +98,7 @@ class Trainer:
         self.precision = precision or Precision(self.device)
         self.epoch = self.step = self.batch_in_epoch = 0
         self.step_offset = 0   # steps of the run this one continues from with weights only (resume -rp)
+        self.stop_requested = self.stop_agreed = False   # a callback asks to stop; `stop_agreed`: some rank asked, known to all
 
     def callback(self, event:str): run_cbs(self.cbs, event, self)
 
@@ -137,7 +138,7 @@ def _one_epoch(self:Trainer):
     self.model.train()
     n, A = self.n_batches, self.grad_accum
     self.train_dl.sampler.set_position(self.epoch, self.batch_in_epoch * self.train_dl.batch_size)
-    self._acc = torch.zeros(3, dtype=torch.float64, device=self.device)   # loss sum, micro-batches, tokens
+    self._acc = torch.zeros(4, dtype=torch.float64, device=self.device)   # loss sum, micro-batches, tokens, stop votes
     for batch in self.train_dl:
         start = self.batch_in_epoch - self.batch_in_epoch % A
         group = min(A, n - start)                          # the last group of an epoch may be shorter
@@ -158,13 +159,14 @@ def _micro_step(self:Trainer, batch:dict, group:int, sync:bool):
         if self.loss_fn is not None: loss = self.loss_fn(logits, self.batch)
         self.precision.scaler.scale(loss / group).backward()
     tokens = (~self.batch['attention_mask']).sum()
-    self._acc += torch.stack([loss.detach().double(), self._acc.new_ones(()), tokens.double()])   # stays on the device: no sync
+    self._acc[:3] += torch.stack([loss.detach().double(), self._acc.new_ones(()), tokens.double()])   # stays on the device: no sync
 
 def _optimizer_step(self:Trainer):
     acc, self._acc = self._acc, torch.zeros_like(self._acc)
+    if self.stop_requested: acc[3] = 1                                                   # this rank's vote to stop
     if dist.is_available() and dist.is_initialized(): dist.all_reduce(acc)              # on the device, as nccl needs
-    loss_sum, n, tokens = acc.tolist()                                                   # the one host sync per step
-    self.loss, self.tokens = loss_sum / n, int(tokens)
+    loss_sum, n, tokens, votes = acc.tolist()                                            # the one host sync per step
+    self.loss, self.tokens, self.stop_agreed = loss_sum / n, int(tokens), votes > 0
     if not math.isfinite(self.loss):
         raise NonFiniteLossError(f"training loss is {self.loss} at step {self.step + 1} (epoch {self.epoch}): stopped before "
                                  "the optimizer step; checkpoints on disk are the last good ones. Lower training.lr or set training.grad_clip")
