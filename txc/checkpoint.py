@@ -196,7 +196,7 @@ class InterruptCB(Callback):
     order = 40                                        # after CheckpointCB (20) and the loggers (30-32): the step's row is logged
     def __init__(self, ckpt:CheckpointCB): self.ckpt, self.t, self.prev = ckpt, None, None
     def before_fit(self, t):
-        self.t, self.env, t.stop_requested = t, dist_env(), False
+        self.t, self.env, t.stop_requested, t.stop_agreed = t, dist_env(), False, False
         if (threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):                 # a script's background job ignores Ctrl-C: keep it so
             self.prev = signal.signal(signal.SIGINT, self.request)
