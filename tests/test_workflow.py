@@ -67,6 +67,11 @@ def test_cheat_sheet(tmp_path):
     preds = [json.loads(l) for l in res.stdout.splitlines()]
     assert [p['text'] for p in preds] == ['chess game engine', 'audio codec library']
     assert all(p['label'] in ('games', 'other') and abs(sum(p['probabilities'].values()) - 1) < 1e-5 for p in preds)
+    res = run_txc('predict', '-n', 'ft_v1', '-n', 'experiments/finetuning/ft_v1', '--text', 'chess game engine', '--text', 'audio codec library', cwd=d)
+    assert res.returncode == 0, res.stderr                                   # an ensemble of a run with itself is that run
+    both = [json.loads(l) for l in res.stdout.splitlines()]
+    assert [b['label'] for b in both] == [p['label'] for p in preds]
+    assert all(abs(b['probabilities'][k] - p['probabilities'][k]) < 1e-5 for b, p in zip(both, preds) for k in p['probabilities'])
     (d / 'texts.txt').write_text('chess game engine\n\nsynth audio\n')
     res = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.txt', cwd=d)
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr

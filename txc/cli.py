@@ -89,19 +89,20 @@ def cmd_train(args):
 
 def add_predict(sub):
     p = sub.add_parser('predict', help='labels and probabilities for new texts from a finetuning run')
-    p.add_argument('-n', '--name', required=True, help='finetuning experiment name, or a run dir path')
+    p.add_argument('-n', '--name', required=True, action='append', help='finetuning experiment name, or a run dir path; repeat it to combine several runs (an Ensemble)')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--text', action='append', help='a text to label (repeatable)')
     src.add_argument('--input', help='a file with one text per line')
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
 
 def cmd_predict(args):
-    from txc.predict import Predictor
+    from txc.predict import Predictor, Ensemble
     from txc.experiments import RunDir
-    run = Path(args.name) if Path(args.name).is_dir() else RunDir.of(args.name, 'finetuning', args.root).path
+    runs = [Path(n) if Path(n).is_dir() else RunDir.of(n, 'finetuning', args.root).path for n in args.name]
     if args.input and not Path(args.input).is_file(): raise DataError(f"--input {args.input}: file not found")
     texts = args.text or [l for l in Path(args.input).read_text(encoding='utf-8').splitlines() if l.strip()]
-    for text, p in zip(texts, Predictor.from_run(run).predict(texts)):
+    predictor = Predictor.from_run(runs[0]) if len(runs) == 1 else Ensemble.from_runs(runs)
+    for text, p in zip(texts, predictor.predict(texts)):
         print(json.dumps(dict(text=text, **p)))
 
 # %% ../nbs/10_cli.ipynb #c79c4fb0
