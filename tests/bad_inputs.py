@@ -7,7 +7,7 @@ exit code 2, no traceback, and no file in its workspace written, changed or left
 lock file of every run dir included). Paths in configs and commands are relative to the workspace, the working dir.
 """
 from __future__ import annotations
-import contextlib, hashlib, io, os, shutil, subprocess, sys, traceback
+import contextlib, hashlib, io, json, os, shutil, subprocess, sys, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -177,6 +177,16 @@ def _evil_run(ws)->Path:
     torch.save({'model': {}, 'config': Evil(ws / MARKER)}, run / 'checkpoints' / 'model.ckpt')
     return run
 
+def _relabelled_run(ws)->Path:
+    "ws/bad/ft_swapped: the finished run ft, its two class names in the other order."
+    from txc.checkpoint import atomic_save, load_checkpoint
+    ck = load_checkpoint(ws / 'experiments' / 'finetuning' / 'ft' / 'checkpoints' / 'model.ckpt')
+    names = json.loads((ws / 'data' / 'labels.json').read_text())
+    ck['config']['data']['labels_path'] = _rel(ws, _bad(ws, 'labels_swapped.json', json.dumps(names[::-1])))
+    run = ws / 'bad' / 'ft_swapped'
+    atomic_save(ck, run / 'checkpoints' / 'model.ckpt')
+    return run
+
 def resume_keys(**kw):
     "An edit that turns on `training.resume` with these keys."
     return set_keys(training__resume=dict(is_resume=True, **kw))
@@ -272,6 +282,8 @@ CASES = [
          needles=('pretraining/pre is a pretraining run', 'finetuning')),
     Case('predict_ghost', '`txc predict -n` of a run that does not exist', argv=['txc', 'predict', '-n', 'ghost', '--text', 'hi'], needles=('experiments/finetuning/ghost', 'not found')),
     Case('predict_input', '`txc predict --input` of a missing file', argv=['txc', 'predict', '-n', 'ft', '--input', 'nope.txt'], needles=('--input', 'nope.txt', 'not found')),
+    Case('predict_ensemble', '`txc predict -n ft -n OTHER` of runs with different class names', argv=['txc', 'predict', '-n', 'ft', '-n', 'bad/ft_swapped', '--text', 'hi'],
+         setup=_relabelled_run, needles=('disagree on the classes', 'same labels.json')),
     # -- text files for `txc prepare` / `txc tokenizer`
     Case('csv_no_text', 'a CSV without the text column', argv=['txc', 'prepare', '--input', 'bad/notext.csv', '--tokenizer', 'vocab', '--out', 'prep'],
          setup=lambda ws: _bad(ws, 'notext.csv', 'body,label\nhello,a\nbye,b\n'), needles=('notext.csv', "'text'", 'body, label', '--text-field')),
