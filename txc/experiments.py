@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_experiments.ipynb #8a73694a
 from __future__ import annotations
-import random, re
+import json, random, re, warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,8 +13,8 @@ from .config import ConfigError, ResumeConfig, PretrainedExperimentConfig, TxcCo
 from .config_io import apply_overrides, load_config, save_config
 
 # %% auto #0
-__all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'default_template', 'template_path',
-           'generate_pretraining_experiment', 'generate_finetuning_experiment', 'check_no_overwrite',
+__all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'default_template', 'template_path', 'match_vocab',
+           'match_labels', 'generate_pretraining_experiment', 'generate_finetuning_experiment', 'check_no_overwrite',
            'train_experiment', 'experiment_names', 'demo_texts', 'demo_experiments']
 
 # %% ../nbs/08_experiments.ipynb #3b6455c2
@@ -65,6 +65,29 @@ def template_path(kind:str, root=None)->Path:
     local = Path(root or 'experiments') / 'config_templates' / f'{kind}.yaml'
     return local if local.is_file() else Path(str(resources.files('txc') / 'assets' / 'templates' / f'{kind}.yaml'))
 
+# %% ../nbs/08_experiments.ipynb #c2d4e6f8
+def _match(cfg:TxcConfig, key:str, n:int, source):
+    "Set the dotted config `key` to `n`, warning when that changes it."
+    part, field = key.split('.'); section = getattr(cfg, part); old = getattr(section, field)
+    if n != old: warnings.warn(f"{key} set to {n}, from {source} (the template said {old})"); setattr(section, field, n)
+
+def match_vocab(cfg:TxcConfig)->TxcConfig:
+    "`architecture.vocab_size` from the vocab dir's vocab.txt, when it exists."
+    vocab = Path(cfg.tokenizer.vocab_dir or '') / 'vocab.txt'
+    if cfg.tokenizer.wrapper_path is None and vocab.is_file():
+        _match(cfg, 'architecture.vocab_size', len(vocab.read_text(encoding='utf-8').splitlines()), vocab)
+    return cfg
+
+def match_labels(cfg:TxcConfig)->TxcConfig:
+    "`classification_head.num_labels` from `data.labels_path`, when it exists and lists labels."
+    p = cfg.data.labels_path
+    if not (cfg.classification_head and p and Path(p).is_file()): return cfg
+    try: names = json.loads(Path(p).read_text(encoding='utf-8'))
+    except ValueError: return cfg                               # training names the broken file
+    if isinstance(names, list) and names: _match(cfg, 'classification_head.num_labels', len(names), p)
+    return cfg
+
+
 # %% ../nbs/08_experiments.ipynb #69a548a1
 def _claim(run:RunDir, force:bool):
     "Refuse to overwrite an existing run unless forced."
@@ -74,7 +97,7 @@ def _claim(run:RunDir, force:bool):
 def generate_pretraining_experiment(name:str, resume_from:str|None=None, root=None, force:bool=False)->Path:
     "Write experiments/pretraining/<name>/config.yaml; with `resume_from`, resume that run."
     run = RunDir.of(name, 'pretraining', root); _claim(run, force)
-    if resume_from is None: cfg = load_config(template_path('pretraining', root))
+    if resume_from is None: cfg = match_vocab(load_config(template_path('pretraining', root)))
     else:
         old = RunDir.of(resume_from, 'pretraining', root)
         if not old.config.is_file(): raise ConfigError(f"-rp {resume_from}: no pretraining experiment at {old.path} (expected {old.config})")
@@ -94,6 +117,7 @@ def generate_finetuning_experiment(name:str, pretrained:str, root=None, force:bo
     pre_cfg, cfg = load_config(pre.config), load_config(template_path('finetuning', root))
     cfg.tokenizer, cfg.architecture = pre_cfg.tokenizer, pre_cfg.architecture
     cfg.pretrained_experiment = PretrainedExperimentConfig(name=pretrained)
+    match_labels(cfg)
     cfg.experiment.name = name
     save_config(cfg, run.config)
     return run.config

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07f_training.ipynb #450830c1
 from __future__ import annotations
-import importlib, json, random
+import importlib, json, random, warnings
 from pathlib import Path
 from typing import Optional
 
@@ -65,6 +65,9 @@ def load_tokenizer(cfg:TxcConfig):
     tok = cls.load(cfg.tokenizer.vocab_dir)
     if tok.vocab_size > cfg.architecture.vocab_size:
         raise ConfigError(f"architecture.vocab_size = {cfg.architecture.vocab_size} is smaller than the tokenizer's vocab ({tok.vocab_size}, {cfg.tokenizer.vocab_dir}): set it to {tok.vocab_size}")
+    if tok.vocab_size < cfg.architecture.vocab_size:     # legal, but ids past the vocab never occur and the MLM decoder still scores them
+        warnings.warn(f"architecture.vocab_size = {cfg.architecture.vocab_size} but the tokenizer ({cfg.tokenizer.vocab_dir}) has {tok.vocab_size} tokens: "
+                      f"the extra rows are never used and cost time; set it to {tok.vocab_size}")
     return tok
 
 # %% ../nbs/07f_training.ipynb #01cfa522
