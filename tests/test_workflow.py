@@ -19,10 +19,11 @@ def make_data(d):
     words = 'kernel driver python library sound video network editor font mail synth audio codec'.split()
     lines = [('chess game ' if i % 2 else '') + ' '.join(words[(i * k + j) % len(words)] for j in range(8)) for i in range(120) for k in (1, 3)]
     (d / 'corpus.txt').write_text('\n'.join(lines) + '\n')
-    labelled = [json.dumps(dict(text=l, label='games' if l.startswith('chess') else 'other')) for l in lines]
+    label = lambda l: 'games' if l.startswith('chess') else 'audio' if 'audio' in l else 'other'   # 3 labels: not the template's 2
+    labelled = [json.dumps(dict(text=l, label=label(l))) for l in lines]
     (d / 'labelled.jsonl').write_text('\n'.join(labelled) + '\n')
     assert run_txc('tokenizer', '--input', d / 'corpus.txt', '--vocab-size', 128, '--out', d / 'vocab', '--max-length', 32).returncode == 0
-    for src, out, extra in [('corpus.txt', 'mlm', []), ('labelled.jsonl', 'cls', ['--label-field', 'label'])]:
+    for src, out, extra in [('corpus.txt', 'mlm', []), ('labelled.jsonl', 'data/finetuning', ['--label-field', 'label'])]:   # the README's layout
         res = run_txc('prepare', '--input', d / src, '--tokenizer', d / 'vocab', '--out', d / out, '--max-length', 32, *extra)
         assert res.returncode == 0, res.stderr
     return json.loads((d / 'vocab' / 'tokenizer.json').read_text())
@@ -34,9 +35,7 @@ def tiny(d, data_dir, kind):
         c['logging'].update(log_metrics_csv=True, progress_bar=False, log_every_n_steps=1)
         c['training'].update(epochs=1, max_steps=6, batch_size=16, eval_every_n_steps=3)
         c['data'] = {s: {'dataset_path': str(d / data_dir / f'{s}.pt')} for s in ('train', 'val', 'test')}
-        if kind == 'finetuning':
-            c['data']['labels_path'] = str(d / data_dir / 'labels.json')
-            c['classification_head']['num_labels'] = 2
+        if kind == 'finetuning': c['data']['labels_path'] = str(d / data_dir / 'labels.json')   # num_labels: the generator's
     return edit
 
 def test_cheat_sheet(tmp_path):
@@ -48,8 +47,10 @@ def test_cheat_sheet(tmp_path):
     for name in ('pre_v1', 'pre_v1b'): edit_config(exp / 'pretraining' / name / 'config.yaml', tiny(d, 'mlm', 'pretraining'))
     run_py('train.py', '-n', 'pre_v1', '-m', 'pretraining', cwd=d)
     run_py('train.py', '-n', 'pre_v1b', '-m', 'pretraining', cwd=d)
-    run_py('experiments/generate_finetuning_experiment.py', '-f', 'ft_v1', '-p', 'pre_v1', cwd=d)
-    edit_config(exp / 'finetuning' / 'ft_v1' / 'config.yaml', tiny(d, 'cls', 'finetuning'))
+    res = run_py('experiments/generate_finetuning_experiment.py', '-f', 'ft_v1', '-p', 'pre_v1', cwd=d)
+    assert res.stderr.splitlines() == ['warning: classification_head.num_labels set to 3, from data/finetuning/labels.json (the template said 2)']
+    assert yaml.safe_load((exp / 'finetuning' / 'ft_v1' / 'config.yaml').read_text())['classification_head']['num_labels'] == 3
+    edit_config(exp / 'finetuning' / 'ft_v1' / 'config.yaml', tiny(d, 'data/finetuning', 'finetuning'))
     run_py('train.py', '-n', 'ft_v1', '-m', 'finetuning', cwd=d)
 
     for run in (exp / 'pretraining' / 'pre_v1', exp / 'pretraining' / 'pre_v1b', exp / 'finetuning' / 'ft_v1'):
@@ -66,7 +67,7 @@ def test_cheat_sheet(tmp_path):
     assert res.returncode == 0, res.stderr
     preds = [json.loads(l) for l in res.stdout.splitlines()]
     assert [p['text'] for p in preds] == ['chess game engine', 'audio codec library']
-    assert all(p['label'] in ('games', 'other') and abs(sum(p['probabilities'].values()) - 1) < 1e-5 for p in preds)
+    assert all(p['label'] in ('games', 'audio', 'other') and abs(sum(p['probabilities'].values()) - 1) < 1e-5 for p in preds)
     res = run_txc('predict', '-n', 'ft_v1', '-n', 'experiments/finetuning/ft_v1', '--text', 'chess game engine', '--text', 'audio codec library', cwd=d)
     assert res.returncode == 0, res.stderr                                   # an ensemble of a run with itself is that run
     both = [json.loads(l) for l in res.stdout.splitlines()]
