@@ -74,3 +74,35 @@ def test_sigkill_then_resume_is_exact(tmp_path, case):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not (b / 'train.lock').exists()
     print(f'{case}: uninterrupted run {t_a:.1f}s; killed after step {killed_at}, resumed from step {ck["step"]}')
+
+
+def test_train_py_ctrl_c_then_resume_flag_is_exact(tmp_path):
+    "Ctrl-C in `train.py` saves the full state and says to pass --resume; `train.py ... --resume` then ends where an unbroken run does."
+    ws = make_workspace(tmp_path / 'ws')
+    cfg = tiny_config(ws, 'pretraining', 'full', epochs=40, checkpoint_every_n_steps=1000)   # 400 steps; last.ckpt only at Ctrl-C and the end
+    for name in ('full', 'cut'): cfg.experiment.name = name; write_run(cfg, ws / 'experiments' / 'pretraining' / name)
+    train = lambda name, *extra: [sys.executable, str(ENTRY.parent.parent / 'train.py'), '-n', name, '-m', 'pretraining', *extra]
+    assert subprocess.run(train('full'), cwd=ws, env=ENV, capture_output=True, timeout=600).returncode == 0
+    cut = ws / 'experiments' / 'pretraining' / 'cut'
+    proc = subprocess.Popen(train('cut'), cwd=ws, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # even if CI started us with Ctrl-C ignored
+    deadline = time.time() + 300
+    while steps_logged(cut) < 20 and proc.poll() is None and time.time() < deadline: time.sleep(0.01)
+    assert proc.poll() is None, ('the run ended before Ctrl-C', proc.communicate())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 130 and last.startswith('interrupted: stopped at step ') and last.endswith('run the same command with --resume'), err[-2000:]
+    stopped = load_checkpoint(cut / 'checkpoints/last.ckpt')['trainer']['step']
+    assert 20 <= stopped < 400 and not (cut / 'checkpoints/model.ckpt').exists()
+    again = subprocess.run(train('cut'), cwd=ws, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and 'pass --resume' in again.stderr                 # without the flag it refuses to overwrite
+    res = subprocess.run(train('cut', '--resume'), cwd=ws, env=ENV, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    full = ws / 'experiments' / 'pretraining' / 'full'
+    assert [(r['step'], r['loss']) for r in read_csv(cut / 'metrics/train/train.csv')] == [(r['step'], r['loss']) for r in read_csv(full / 'metrics/train/train.csv')]
+    wa, wb = load_checkpoint(full / 'checkpoints/model.ckpt')['model'], load_checkpoint(cut / 'checkpoints/model.ckpt')['model']
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert 'is_resume: false' in (cut / 'config.yaml').read_text()                  # the user's config is left as written
+    done = subprocess.run(train('cut', '--resume'), cwd=ws, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and 'has finished' in done.stderr

@@ -82,10 +82,11 @@ def add_train_args(p:argparse.ArgumentParser):
     p.add_argument('-n', '--name', required=True, help='experiment name')
     p.add_argument('-m', '--mode', required=True, choices=['pretraining', 'finetuning'], help='pretraining or finetuning')
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
+    p.add_argument('--resume', action='store_true', help="continue the run from its checkpoints/last.ckpt (after Ctrl-C or a crash), exactly where it stopped")
 
 def cmd_train(args):
     from txc.experiments import train_experiment
-    train_experiment(args.name, args.mode, args.root)
+    train_experiment(args.name, args.mode, args.root, args.resume)
 
 def add_predict(sub):
     p = sub.add_parser('predict', help='labels and probabilities for new texts from a finetuning run')

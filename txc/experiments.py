@@ -15,7 +15,7 @@ from .config_io import apply_overrides, load_config, save_config
 # %% auto #0
 __all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'default_template', 'template_path', 'match_vocab',
            'match_labels', 'generate_pretraining_experiment', 'generate_finetuning_experiment', 'check_no_overwrite',
-           'train_experiment', 'experiment_names', 'demo_texts', 'demo_experiments']
+           'resume_own', 'train_experiment', 'experiment_names', 'demo_texts', 'demo_experiments']
 
 # %% ../nbs/08_experiments.ipynb #3b6455c2
 KINDS = ('pretraining', 'finetuning')
@@ -129,12 +129,23 @@ def check_no_overwrite(run:RunDir, cfg:TxcConfig):
     r = cfg.training.resume
     own = r.is_resume and r.checkpoint_path and (run.path / r.checkpoint_path).resolve().parent == run.checkpoints.resolve()
     if held and not own:
-        raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}) that training again would overwrite: to continue a killed run "
-                          "set training.resume to {is_resume: true, checkpoint_path: checkpoints/last.ckpt, load_only_model_state: false}; "
+        raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}) that training again would overwrite: to continue a killed run pass --resume "
+                          "(or set training.resume to {is_resume: true, checkpoint_path: checkpoints/last.ckpt, load_only_model_state: false}); "
                           f"to start afresh delete {run.checkpoints}; or generate a new experiment")
 
-def train_experiment(name:str, mode:str, root=None):
-    "Train experiment `name` of kind `mode` under `root`; returns the finished Trainer."
+def resume_own(run:RunDir, cfg:TxcConfig)->TxcConfig:
+    "`cfg` set to continue `run` exactly from its own `last.ckpt`, full training state included: what `--resume` does."
+    if (run.checkpoints / 'model.ckpt').is_file():
+        raise ConfigError(f"--resume: {run.path} has finished (checkpoints/model.ckpt is written at the end), so there is nothing to continue; "
+                          "to train it further, generate a new experiment that starts from it (generate_pretraining_experiment.py -rp)")
+    if not (run.checkpoints / 'last.ckpt').is_file():
+        raise ConfigError(f"--resume: {run.path} holds no checkpoints/last.ckpt to continue from (it stopped before its first checkpoint): leave out --resume to start it")
+    cfg.training.resume = ResumeConfig(is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_only_model_state=False,
+                                       strict=cfg.training.resume.strict)
+    return cfg
+
+def train_experiment(name:str, mode:str, root=None, resume:bool=False):
+    "Train experiment `name` of kind `mode` under `root`, or with `resume` continue it from its last.ckpt; returns the finished Trainer."
     run = RunDir.of(name, mode, root)
     if not run.config.is_file():
         script = 'generate_pretraining_experiment.py -p' if mode == 'pretraining' else 'generate_finetuning_experiment.py -f'
@@ -142,9 +153,12 @@ def train_experiment(name:str, mode:str, root=None):
     cfg = load_config(run.config)
     if cfg.experiment.kind != mode:
         raise ConfigError(f"{run.config}: experiment.kind is {cfg.experiment.kind!r} but -m {mode} was given: use -m {cfg.experiment.kind} or fix experiment.kind")
+    if resume: resume_own(run, cfg)                # in memory: config.yaml keeps what the user wrote
     check_no_overwrite(run, cfg)
     from txc.training import train                # imports torch: a typo in the config is reported before that second
-    return train(cfg, run.path)
+    from txc.checkpoint import RunInterrupted
+    try: return train(cfg, run.path)
+    except RunInterrupted as e: raise RunInterrupted(e.step, e.path, "run the same command with --resume") from None
 
 # %% ../nbs/08_experiments.ipynb #1b34b6af
 def experiment_names(root, kind:str)->list[str]:
