@@ -1,5 +1,5 @@
 "The seed's Cheat Sheet, command for command, as subprocesses, with the config edits a user would make in between."
-import csv, json, subprocess, sys
+import csv, json, shlex, subprocess, sys
 import yaml
 from conftest import ROOT, run_txc
 
@@ -77,22 +77,39 @@ def test_cheat_sheet(tmp_path):
     res = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.txt', cwd=d)
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr
 
+HEADER = '  test                accuracy  macro-F1'
+def score_rows(stdout):
+    "The quickstart table's rows for its three classifiers and the MLM validation accuracy."
+    lines = stdout.splitlines(); h = lines.index(HEADER)
+    return lines[h + 1:h + 5]
+
 def test_quickstart_smoke(tmp_path):
     res = run_txc('quickstart', '--preset', 'smoke', '--root', tmp_path / 'qs', '--no-progress', '--threads', '1', timeout=900)
     assert res.returncode == 0, res.stderr
     from txc.config_io import load_config
-    for kind, name in (('pretraining', 'quickstart_pre'), ('finetuning', 'quickstart_ft')):     # --threads reaches both runs
-        assert load_config(tmp_path / 'qs' / 'experiments' / kind / name / 'config.yaml').training.num_threads == 1
-    assert 'test macro-F1' in res.stdout and 'finetuning run:' in res.stdout
+    runs = (('pretraining', 'quickstart_pre'), ('finetuning', 'quickstart_ft'), ('finetuning', 'quickstart_scratch'))
+    cfgs = [load_config(tmp_path / 'qs' / 'experiments' / kind / name / 'config.yaml') for kind, name in runs]
+    assert [c.training.num_threads for c in cfgs] == [1, 1, 1]                                # --threads reaches every run
+    assert (cfgs[1].pretrained_experiment.name, cfgs[2].pretrained_experiment.name) == ('quickstart_pre', None)   # scratch: a random init
+    assert cfgs[1].model_dump(exclude={'experiment', 'pretrained_experiment'}) == cfgs[2].model_dump(exclude={'experiment', 'pretrained_experiment'})
+    table = res.stdout.splitlines()
+    rows3 = score_rows(res.stdout)[:3]
+    assert [l[:20].strip() for l in rows3] == ['MLM + finetuning', 'from scratch', 'ensemble of both'], table
+    assert all(0 <= float(x) <= 1 for l in rows3 for x in l[20:].split())
     ft = tmp_path / 'qs' / 'experiments' / 'finetuning' / 'quickstart_ft'
     assert (ft / 'checkpoints' / 'model.ckpt').is_file() and (ft / 'metrics' / 'eval' / 'test.csv').is_file()
+    predict = shlex.split(table[-1].split(': ', 1)[1].replace('...', 'a tiling window manager'))   # the printed ensemble command works
+    assert predict[:2] == ['txc', 'predict'] and predict.count('-n') == 2, table[-1]
+    out = run_txc(*predict[1:])
+    assert out.returncode == 0 and json.loads(out.stdout)['label'], out.stderr
 
 def test_quickstart_ctrl_c_then_resume_matches_an_unbroken_run(tmp_path):
     "Ctrl-C in the quickstart's pretraining saves its state; `--resume` finishes it with the unbroken run's metrics, to the byte."
     import os, signal, time
     args = ['quickstart', '--preset', 'smoke', '--no-progress', '--threads', '1']
     full, cut = tmp_path / 'full', tmp_path / 'cut'
-    assert run_txc(*args, '--root', full, timeout=900).returncode == 0
+    first = run_txc(*args, '--root', full, timeout=900)
+    assert first.returncode == 0, first.stderr
     proc = subprocess.Popen([sys.executable, '-c', 'import sys; from txc.cli import main; sys.exit(main())', *args, '--root', str(cut)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # even if CI started us with Ctrl-C ignored
@@ -109,8 +126,9 @@ def test_quickstart_ctrl_c_then_resume_matches_an_unbroken_run(tmp_path):
     assert run_txc(*args, '--root', cut).returncode == 2                       # without --resume it refuses to overwrite
     res = run_txc(*args, '--root', cut, '--resume', timeout=900)
     assert res.returncode == 0, res.stderr
-    assert '== tokenizer: finished before' in res.stdout and 'test macro-F1' in res.stdout
-    for kind, name in (('pretraining', 'quickstart_pre'), ('finetuning', 'quickstart_ft')):
+    assert '== tokenizer: finished before' in res.stdout
+    assert score_rows(res.stdout) == score_rows(first.stdout)                     # the three classifiers and MLM, as printed
+    for kind, name in (('pretraining', 'quickstart_pre'), ('finetuning', 'quickstart_ft'), ('finetuning', 'quickstart_scratch')):
         a, b = full / 'experiments' / kind / name / 'metrics', cut / 'experiments' / kind / name / 'metrics'
         for f in sorted(p.relative_to(a) for p in (a / 'eval').iterdir()): assert (a / f).read_bytes() == (b / f).read_bytes(), f
         loss = lambda d: [(r['step'], r['loss']) for r in rows(d / 'train' / 'train.csv')]

@@ -94,10 +94,12 @@ def _claim(run:RunDir, force:bool):
     if run.config.exists() and not force:
         raise ConfigError(f"{run.path} already exists: choose another name, or pass --force to overwrite its config.yaml (checkpoints are kept)")
 
-def generate_pretraining_experiment(name:str, resume_from:str|None=None, root=None, force:bool=False)->Path:
-    "Write experiments/pretraining/<name>/config.yaml; with `resume_from`, resume that run."
+def generate_pretraining_experiment(name:str, resume_from:str|None=None, root=None, force:bool=False, match:bool=True)->Path:
+    "Write experiments/pretraining/<name>/config.yaml; with `resume_from`, resume that run; `match`: the vocab size from the vocab dir."
     run = RunDir.of(name, 'pretraining', root); _claim(run, force)
-    if resume_from is None: cfg = match_vocab(load_config(template_path('pretraining', root)))
+    if resume_from is None:
+        cfg = load_config(template_path('pretraining', root))
+        if match: match_vocab(cfg)
     else:
         old = RunDir.of(resume_from, 'pretraining', root)
         if not old.config.is_file(): raise ConfigError(f"-rp {resume_from}: no pretraining experiment at {old.path} (expected {old.config})")
@@ -109,15 +111,15 @@ def generate_pretraining_experiment(name:str, resume_from:str|None=None, root=No
     return run.config
 
 # %% ../nbs/08_experiments.ipynb #67f72349
-def generate_finetuning_experiment(name:str, pretrained:str, root=None, force:bool=False)->Path:
-    "Write experiments/finetuning/<name>/config.yaml starting from pretraining run `pretrained`."
+def generate_finetuning_experiment(name:str, pretrained:str, root=None, force:bool=False, match:bool=True)->Path:
+    "Write experiments/finetuning/<name>/config.yaml starting from pretraining run `pretrained`; `match`: num_labels from labels.json."
     run = RunDir.of(name, 'finetuning', root); _claim(run, force)
     pre = RunDir.of(pretrained, 'pretraining', root)
     if not pre.config.is_file(): raise ConfigError(f"-p {pretrained}: no pretraining experiment at {pre.path} (expected {pre.config})")
     pre_cfg, cfg = load_config(pre.config), load_config(template_path('finetuning', root))
     cfg.tokenizer, cfg.architecture = pre_cfg.tokenizer, pre_cfg.architecture
     cfg.pretrained_experiment = PretrainedExperimentConfig(name=pretrained)
-    match_labels(cfg)
+    if match: match_labels(cfg)
     cfg.experiment.name = name
     save_config(cfg, run.config)
     return run.config

@@ -12,6 +12,7 @@ from .config import ConfigError, TxcConfig
 from .config_io import config_error
 from .heads import Classifier
 from .checkpoint import load_checkpoint, load_model_state
+from .metrics import ClassificationMetrics
 from .training import load_tokenizer, label_names
 from pydantic import ValidationError
 
@@ -82,3 +83,25 @@ class Ensemble(Predictor):
     def from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Ensemble:
         "A one-member Ensemble (what `Predictor.from_run` would build, as an Ensemble)."
         return cls.from_runs([run_dir], checkpoint)
+
+# %% ../nbs/08a_predict.ipynb #a5b6c7d8
+@torch.no_grad()
+def _log_proba_ids(self, input_ids:torch.Tensor, attention_mask:torch.Tensor, batch_size:int=64)->torch.Tensor:
+    "Log class probabilities of rows tokenized with this predictor's vocab (a `txc prepare` dataset's tensors), (N, num_labels)."
+    out = [self.model(input_ids[i:i + batch_size], attention_mask[i:i + batch_size])[0].float().log_softmax(-1)
+           for i in range(0, len(input_ids), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, len(self.labels))
+
+def _ensemble_log_proba_ids(self, input_ids:torch.Tensor, attention_mask:torch.Tensor, batch_size:int=64)->torch.Tensor:
+    "The members' mean log-probabilities of tokenized rows, renormalised, (N, num_labels)."
+    return torch.stack([m.log_proba_ids(input_ids, attention_mask, batch_size) for m in self.members]).mean(0).log_softmax(-1)
+
+def _score(self, ds)->dict:
+    "test.csv's metrics (loss, accuracy, macro-F1, per-class F1, confusion) on a labelled TensorDataset of this vocab."
+    ids, mask, y = ds.tensors
+    m = ClassificationMetrics(len(self.labels), label_names=self.labels)
+    m.update(self.log_proba_ids(ids, mask), y)
+    return m.compute()
+
+Predictor.log_proba_ids, Ensemble.log_proba_ids, Predictor.score = _log_proba_ids, _ensemble_log_proba_ids, _score
+

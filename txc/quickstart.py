@@ -13,16 +13,17 @@ import torch
 from .config import ConfigError
 from .config_io import apply_overrides, load_config, save_config
 from .corpus import SECTIONS
-from .data import bundled_splits, write_splits
+from .data import bundled_splits, load_tensor_dataset, write_splits
 from .loggers import busy_cores, usable_cores
 from .tokenizer import WordPieceTokenizer
 from .experiments import generate_pretraining_experiment, generate_finetuning_experiment
 from .checkpoint import RunInterrupted, RunLock
 from .training import train
+from .predict import Ensemble
 
 # %% auto #0
 __all__ = ['PRESETS', 'STATE', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets', 'configure', 'merge',
-           'data_overrides', 'busy_warning', 'open_root', 'run_stage', 'quickstart', 'summary_table']
+           'data_overrides', 'busy_warning', 'open_root', 'run_stage', 'ensemble_scores', 'quickstart', 'summary_table']
 
 # %% ../nbs/08b_quickstart.ipynb #77b33331
 @dataclass
@@ -152,9 +153,14 @@ def run_stage(run:Path, generate, overrides:dict, again:dict)->dict:
     try: return train(load_config(run / 'config.yaml'), run).results
     except RunInterrupted as e: raise RunInterrupted(e.step, e.path, "run the same txc quickstart command with --resume") from None
 
+def ensemble_scores(runs:list, data:Path)->dict:
+    "Validation and test metrics of the ensemble of the finetuning `runs` on the datasets in `data`."
+    ens, n = Ensemble.from_runs(runs), len(json.loads((data / 'labels.json').read_text()))
+    return {s: ens.score(load_tensor_dataset(data / f'{s}.pt', num_labels=n, require_labels=True)) for s in ('val', 'test')}
+
 def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, progress:bool=True, threads:int|None=None,
                resume:bool=False)->dict:
-    "Tokenizer, datasets, pretraining, finetuning and test evaluation on the bundled corpus; `resume` continues an interrupted one."
+    "Tokenizer, datasets, pretraining, finetuning from it and from scratch, and the test scores of both and of their ensemble; `resume` continues an interrupted one."
     if preset not in PRESETS: raise ConfigError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if threads is not None and threads < 1: raise ConfigError(f"--threads {threads}: use 1 or more (or leave it out for torch's default)")
     if force and resume: raise ConfigError("--force starts the quickstart afresh and --resume continues it: pass one of them")
@@ -177,24 +183,30 @@ def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, pr
             finally: (root / STATE).write_text(json.dumps(st, indent=1) + '\n')
         tok = stage('tokenizer', build_tokenizer, p, root / 'vocab') or WordPieceTokenizer.load(root / 'vocab')
         stage('datasets', build_datasets, p, tok, root / 'data')
-        pre, ft = exp / 'pretraining' / 'quickstart_pre', exp / 'finetuning' / 'quickstart_ft'
-        pre_r = stage('pretraining', run_stage, pre, lambda: generate_pretraining_experiment('quickstart_pre', root=exp),
+        pre, ft, sc = exp / 'pretraining' / 'quickstart_pre', exp / 'finetuning' / 'quickstart_ft', exp / 'finetuning' / 'quickstart_scratch'
+        pre_r = stage('pretraining', run_stage, pre, lambda: generate_pretraining_experiment('quickstart_pre', root=exp, match=False),
                       merge(data_overrides(root, 'pretraining', tok), log, p.pretraining, dict(architecture=dict(vocab_size=tok.vocab_size)), cli), merge(log, cli))
-        ft_r = stage('finetuning', run_stage, ft, lambda: generate_finetuning_experiment('quickstart_ft', 'quickstart_pre', root=exp),
-                     merge(data_overrides(root, 'finetuning', tok), log, p.finetuning, dict(classification_head=dict(num_labels=len(SECTIONS))), cli), merge(log, cli))
-        return dict(preset=preset, root=root, times=clock.times, test=ft_r.get('test', {}), val=ft_r.get('val', {}),
-                    mlm_val=pre_r.get('val', {}), runs=dict(pretraining=pre, finetuning=ft))
+        fine = merge(data_overrides(root, 'finetuning', tok), log, p.finetuning, dict(classification_head=dict(num_labels=len(SECTIONS))), cli)
+        ft_r = stage('finetuning', run_stage, ft, lambda: generate_finetuning_experiment('quickstart_ft', 'quickstart_pre', root=exp, match=False),
+                     fine, merge(log, cli))
+        sc_r = stage('from scratch', run_stage, sc, lambda: generate_finetuning_experiment('quickstart_scratch', 'quickstart_pre', root=exp, match=False),
+                     merge(fine, dict(pretrained_experiment=dict(name=None))), merge(log, cli))   # the same budget from a random init
+        ens = stage('ensemble', ensemble_scores, [ft, sc], root / 'data' / 'sections')
+        return dict(preset=preset, root=root, times=clock.times, test=ft_r.get('test', {}), val=ft_r.get('val', {}), mlm_val=pre_r.get('val', {}),
+                    scratch=dict(test=sc_r.get('test', {}), val=sc_r.get('val', {})), ensemble=ens, runs=dict(pretraining=pre, finetuning=ft, scratch=sc))
     finally: lock.release()
 
 # %% ../nbs/08b_quickstart.ipynb #07dfa9e6
 def summary_table(res:dict)->str:
-    "The quickstart's final table: test metrics, wall time per stage, where the runs are."
-    t, total = res['test'], sum(res['times'].values())
-    lines = [f"txc quickstart ({res['preset']})", '',
-             f"  test accuracy    {t.get('accuracy', float('nan')):.4f}",
-             f"  test macro-F1    {t.get('macro_f1', float('nan')):.4f}",
-             f"  MLM val accuracy {res['mlm_val'].get('accuracy', float('nan')):.4f}", '',
+    "The quickstart's final table: test metrics of the three classifiers, wall time per stage, where the runs are."
+    nan, total, runs = float('nan'), sum(res['times'].values()), res['runs']
+    rows = [('MLM + finetuning', res['test']), ('from scratch', res['scratch']['test']), ('ensemble of both', res['ensemble']['test'])]
+    lines = [f"txc quickstart ({res['preset']})", '', f"  {'test':<18} {'accuracy':>9} {'macro-F1':>9}",
+             *[f"  {name:<18} {t.get('accuracy', nan):9.4f} {t.get('macro_f1', nan):9.4f}" for name, t in rows],
+             f"  MLM val accuracy {res['mlm_val'].get('accuracy', nan):.4f}", '',
              *[f"  {name:<12} {secs:7.1f} s" for name, secs in res['times'].items()],
              f"  {'total':<12} {total:7.1f} s", '',
-             f"  pretraining run: {res['runs']['pretraining']}", f"  finetuning run:  {res['runs']['finetuning']}"]
+             f"  pretraining run:  {runs['pretraining']}", f"  finetuning run:   {runs['finetuning']}", f"  from-scratch run: {runs['scratch']}",
+             f"  label new texts with the ensemble: txc predict -n {runs['finetuning']} -n {runs['scratch']} --text '...'"]
     return '\n'.join(lines)
+
