@@ -287,6 +287,8 @@ CASES = [
          needles=('pretraining/pre is a pretraining run', 'finetuning')),
     Case('predict_ghost', '`txc predict -n` of a run that does not exist', argv=['txc', 'predict', '-n', 'ghost', '--text', 'hi'], needles=('experiments/finetuning/ghost', 'not found')),
     Case('predict_input', '`txc predict --input` of a missing file', argv=['txc', 'predict', '-n', 'ft', '--input', 'nope.txt'], needles=('--input', 'nope.txt', 'not found')),
+    Case('predict_score_missing', '`txc predict --score` of a dataset that does not exist', argv=['txc', 'predict', '-n', 'ft', '--score', 'nope.pt'],
+         needles=('nope.pt', 'not found')),
     Case('predict_ensemble', '`txc predict -n ft -n OTHER` of runs with different class names', argv=['txc', 'predict', '-n', 'ft', '-n', 'bad/ft_swapped', '--text', 'hi'],
          setup=_relabelled_run, needles=('disagree on the classes', 'same labels.json')),
     # -- text files for `txc prepare` / `txc tokenizer`

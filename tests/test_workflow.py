@@ -73,6 +73,10 @@ def test_cheat_sheet(tmp_path):
     both = [json.loads(l) for l in res.stdout.splitlines()]
     assert [b['label'] for b in both] == [p['label'] for p in preds]
     assert all(abs(b['probabilities'][k] - p['probabilities'][k]) < 1e-5 for b, p in zip(both, preds) for k in p['probabilities'])
+    res = run_txc('predict', '-n', 'ft_v1', '-n', 'ft_v1', '--score', 'data/finetuning/test.pt', cwd=d)   # the test split's metrics, as test.csv has them
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert abs(got['macro_f1'] - float(test[0]['macro_f1'])) < 1e-9 and abs(got['accuracy'] - float(test[0]['accuracy'])) < 1e-9, (got, test)
     (d / 'texts.txt').write_text('chess game engine\n\nsynth audio\n')
     res = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.txt', cwd=d)
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr

@@ -94,6 +94,8 @@ def add_predict(sub):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--text', action='append', help='a text to label (repeatable)')
     src.add_argument('--input', help='a file with one text per line')
+    src.add_argument('--score', metavar='DATASET', help="a labelled .pt that `txc prepare` wrote with the runs' vocab: print one JSON line of its "
+                     "metrics (accuracy, macro-F1, loss, per-class F1, confusion), the numbers a run's test.csv holds")
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
 
 def cmd_predict(args):
@@ -101,8 +103,13 @@ def cmd_predict(args):
     from txc.experiments import RunDir
     runs = [Path(n) if Path(n).is_dir() else RunDir.of(n, 'finetuning', args.root).path for n in args.name]
     if args.input and not Path(args.input).is_file(): raise DataError(f"--input {args.input}: file not found")
-    texts = args.text or [l for l in Path(args.input).read_text(encoding='utf-8').splitlines() if l.strip()]
     predictor = Predictor.from_run(runs[0]) if len(runs) == 1 else Ensemble.from_runs(runs)
+    if args.score:
+        from txc.data import load_tensor_dataset
+        vocab = min(m.tokenizer.vocab_size for m in getattr(predictor, 'members', [predictor]))
+        ds = load_tensor_dataset(args.score, num_labels=len(predictor.labels), require_labels=True, vocab_size=vocab)
+        return print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds))))
+    texts = args.text or [l for l in Path(args.input).read_text(encoding='utf-8').splitlines() if l.strip()]
     for text, p in zip(texts, predictor.predict(texts)):
         print(json.dumps(dict(text=text, **p)))
 
