@@ -108,7 +108,8 @@ def cmd_predict(args):
         from txc.data import load_tensor_dataset
         vocab = min(m.tokenizer.vocab_size for m in getattr(predictor, 'members', [predictor]))
         ds = load_tensor_dataset(args.score, num_labels=len(predictor.labels), require_labels=True, vocab_size=vocab)
-        return print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds))))
+        print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds))))
+        return
     texts = args.text or [l for l in Path(args.input).read_text(encoding='utf-8').splitlines() if l.strip()]
     for text, p in zip(texts, predictor.predict(texts)):
         print(json.dumps(dict(text=text, **p)))
