@@ -7,7 +7,7 @@ exit code 2, no traceback, and no file in its workspace written, changed or left
 lock file of every run dir included). Paths in configs and commands are relative to the workspace, the working dir.
 """
 from __future__ import annotations
-import contextlib, hashlib, io, json, os, shutil, subprocess, sys, traceback
+import contextlib, hashlib, io, json, os, shlex, shutil, subprocess, sys, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -126,7 +126,7 @@ class Case:
         "The command line as a user types it in the workspace."
         head = {'txc': 'txc', 'train.py': 'python train.py', 'gen-pre': 'python experiments/generate_pretraining_experiment.py',
                 'gen-ft': 'python experiments/generate_finetuning_experiment.py'}[self.argv[0]]
-        return ' '.join([head, *map(str, self.argv[1:])])
+        return ' '.join([head, *(shlex.quote(str(a)) for a in self.argv[1:])])
 
 
 def _cfg(kind, name, edit=None, text=None):
@@ -287,6 +287,10 @@ CASES = [
          needles=('pretraining/pre is a pretraining run', 'finetuning')),
     Case('predict_ghost', '`txc predict -n` of a run that does not exist', argv=['txc', 'predict', '-n', 'ghost', '--text', 'hi'], needles=('experiments/finetuning/ghost', 'not found')),
     Case('predict_input', '`txc predict --input` of a missing file', argv=['txc', 'predict', '-n', 'ft', '--input', 'nope.txt'], needles=('--input', 'nope.txt', 'not found')),
+    Case('predict_input_blank', '`txc predict --input` of a file with only blank lines', argv=['txc', 'predict', '-n', 'ft', '--input', 'bad/blank.txt'],
+         setup=lambda ws: _bad(ws, 'blank.txt', '\n   \n'), needles=('--input bad/blank.txt', 'no text to label')),
+    Case('predict_empty_text', '`txc predict --text` of an empty string', argv=['txc', 'predict', '-n', 'ft', '--text', ''],
+         needles=("--text ''", 'nothing to label')),
     Case('predict_score_missing', '`txc predict --score` of a dataset that does not exist', argv=['txc', 'predict', '-n', 'ft', '--score', 'nope.pt'],
          needles=('nope.pt', 'not found')),
     Case('predict_ensemble', '`txc predict -n ft -n OTHER` of runs with different class names', argv=['txc', 'predict', '-n', 'ft', '-n', 'bad/ft_swapped', '--text', 'hi'],

@@ -4,12 +4,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-def run_txc(*args, cwd=None, timeout=300):
-    "Run the installed `txc` console script; return the CompletedProcess (text mode)."
+def run_txc(*args, cwd=None, timeout=300, input=None):
+    "Run the installed `txc` console script (`input`: its stdin); return the CompletedProcess (text mode)."
     exe = shutil.which('txc')
     assert exe, 'the txc console script is not installed: pip install -e ".[dev]"'
     env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'HF_HUB_OFFLINE': '1'}
-    return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, input=input)
 
 def assert_user_error(res, *needles):
     "One line `error: ...` on stderr, exit code 2, no traceback, naming each needle."

@@ -80,6 +80,8 @@ def test_cheat_sheet(tmp_path):
     (d / 'texts.txt').write_text('chess game engine\n\nsynth audio\n')
     res = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.txt', cwd=d)
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr
+    piped = run_txc('predict', '-n', 'ft_v1', '--input', '-', cwd=d, input=(d / 'texts.txt').read_text())   # '-': the texts from stdin
+    assert piped.returncode == 0 and piped.stdout == res.stdout, piped.stderr
 
 HEADER = '  test                accuracy  macro-F1'
 def score_rows(stdout):

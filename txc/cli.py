@@ -12,9 +12,9 @@ from .config_io import load_config, config_to_yaml
 
 # %% auto #0
 __all__ = ['COMMANDS', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check', 'cmd_check', 'add_train',
-           'add_train_args', 'cmd_train', 'add_predict', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench',
-           'cmd_bench', 'Parser', 'build_parser', 'guarded', 'main', 'generate_pretraining_main',
-           'generate_finetuning_main', 'train_main']
+           'add_train_args', 'cmd_train', 'add_predict', 'read_lines', 'cmd_predict', 'add_quickstart',
+           'cmd_quickstart', 'add_bench', 'cmd_bench', 'Parser', 'build_parser', 'guarded', 'main',
+           'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
 def add_tokenizer(sub):
@@ -93,16 +93,24 @@ def add_predict(sub):
     p.add_argument('-n', '--name', required=True, action='append', help='finetuning experiment name, or a run dir path; repeat it to combine several runs (an Ensemble)')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--text', action='append', help='a text to label (repeatable)')
-    src.add_argument('--input', help='a file with one text per line')
+    src.add_argument('--input', help="a file with one text per line ('-' reads them from stdin); blank lines are skipped")
     src.add_argument('--score', metavar='DATASET', help="a labelled .pt that `txc prepare` wrote with the runs' vocab: print one JSON line of its "
                      "metrics (accuracy, macro-F1, loss, per-class F1, confusion), the numbers a run's test.csv holds")
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
+
+def read_lines(src:str)->list[str]:
+    "The non-blank lines of a text file, or of stdin when `src` is '-'."
+    if src == '-': return [l for l in sys.stdin.read().splitlines() if l.strip()]
+    if not Path(src).is_file(): raise DataError(f"--input {src}: file not found")
+    return [l for l in Path(src).read_text(encoding='utf-8').splitlines() if l.strip()]
 
 def cmd_predict(args):
     from txc.predict import Predictor, Ensemble
     from txc.experiments import RunDir
     runs = [Path(n) if Path(n).is_dir() else RunDir.of(n, 'finetuning', args.root).path for n in args.name]
-    if args.input and not Path(args.input).is_file(): raise DataError(f"--input {args.input}: file not found")
+    texts = [] if args.score else args.text or read_lines(args.input)   # bad texts fail before a model loads
+    if not (args.score or texts): raise DataError(f"--input {args.input}: no text to label (every line is blank)")
+    if blank := [t for t in texts if not t.strip()]: raise DataError(f"--text {blank[0]!r}: an empty text has nothing to label")
     predictor = Predictor.from_run(runs[0]) if len(runs) == 1 else Ensemble.from_runs(runs)
     if args.score:
         from txc.data import load_tensor_dataset
@@ -110,7 +118,6 @@ def cmd_predict(args):
         ds = load_tensor_dataset(args.score, num_labels=len(predictor.labels), require_labels=True, vocab_size=vocab)
         print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds))))
         return
-    texts = args.text or [l for l in Path(args.input).read_text(encoding='utf-8').splitlines() if l.strip()]
     for text, p in zip(texts, predictor.predict(texts)):
         print(json.dumps(dict(text=text, **p)))
 
