@@ -61,7 +61,7 @@ def test_bench_compile_wraps_only_the_txc_side(tok, monkeypatch):
 
 
 def test_bench_amp_is_refused_on_cpu(tok):
-    "bf16 autocast on a CPU runs many times slower than fp32 (measured here: transformers 236 vs 3,136 tokens/s), so `--amp` wants CUDA."
+    "txc trains in fp32 on a CPU (training.use_amp is CUDA-only), so `--amp` wants CUDA: a CPU bench under bf16 would time a precision txc does not train in."
     from conftest import assert_user_error
     assert_user_error(run_txc('bench', '--amp', '--preset', 'tiny'), '--amp', '--device cuda')
     with pytest.raises(ValueError, match='CUDA'): bench('tiny', 'mlm', repeats=1, steps=1, batch_size=4, max_length=32, tok=tok, amp=True)

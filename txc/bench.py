@@ -162,8 +162,8 @@ def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_s
           device:str='cpu', threads:int|None=None, seed:int=0, tok=None, compile:bool=False, amp:bool=False,
           unpad:bool|None=None)->BenchResult:
     "Median txc/transformers throughput ratio of training steps on real corpus batches."
-    if amp and not str(device).startswith('cuda'):     # as training.use_amp: bf16 matmuls on a CPU without bf16 units crawl
-        raise ValueError('bench amp=True (bf16 autocast) is for CUDA devices; on a CPU it runs many times slower than fp32')
+    if amp and not str(device).startswith('cuda'):     # CUDA-only, as training.use_amp is (see 13_results, knob table: bf16 on a CPU)
+        raise ValueError('bench amp=True (bf16 autocast) is for CUDA devices, as training.use_amp is: txc trains in fp32 on a CPU')
     if amp and not torch.cuda.is_bf16_supported(): raise ValueError('bench amp=True needs a GPU with bf16 (Ampere or newer)')
     dtype = torch.bfloat16 if amp else None
     if threads: torch.set_num_threads(threads)

@@ -153,7 +153,7 @@ def add_bench(sub):
 def cmd_bench(args):
     from txc.bench import bench, bench_tokenizer
     if args.amp and not args.device.startswith('cuda'):
-        raise TxcError('--amp (bf16 autocast) needs --device cuda: on a CPU it runs many times slower than fp32, and training.use_amp is CUDA-only too')
+        raise TxcError('--amp (bf16 autocast) needs --device cuda: training.use_amp is CUDA-only, so on a CPU it would time a precision txc does not train in')
     if args.device.startswith('cuda'):
         import torch
         if not torch.cuda.is_available(): raise TxcError("--device cuda: CUDA is not available on this machine")
