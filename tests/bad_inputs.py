@@ -289,6 +289,8 @@ CASES = [
     Case('predict_input', '`txc predict --input` of a missing file', argv=['txc', 'predict', '-n', 'ft', '--input', 'nope.txt'], needles=('--input', 'nope.txt', 'not found')),
     Case('predict_input_blank', '`txc predict --input` of a file with only blank lines', argv=['txc', 'predict', '-n', 'ft', '--input', 'bad/blank.txt'],
          setup=lambda ws: _bad(ws, 'blank.txt', '\n   \n'), needles=('--input bad/blank.txt', 'no text to label')),
+    Case('predict_non_utf8', '`txc predict --input` of a Latin-1 file', argv=['txc', 'predict', '-n', 'ft', '--input', 'bad/latin1.txt'],
+         setup=lambda ws: _bad(ws, 'latin1.txt', 'caf\xe9 menu editor\n'.encode('latin-1')), needles=('latin1.txt', 'UTF-8', 'iconv')),
     Case('predict_empty_text', '`txc predict --text` of an empty string', argv=['txc', 'predict', '-n', 'ft', '--text', ''],
          needles=("--text ''", 'nothing to label')),
     Case('predict_score_missing', '`txc predict --score` of a dataset that does not exist', argv=['txc', 'predict', '-n', 'ft', '--score', 'nope.pt'],

@@ -82,6 +82,9 @@ def test_cheat_sheet(tmp_path):
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr
     piped = run_txc('predict', '-n', 'ft_v1', '--input', '-', cwd=d, input=(d / 'texts.txt').read_text())   # '-': the texts from stdin
     assert piped.returncode == 0 and piped.stdout == res.stdout, piped.stderr
+    (d / 'texts.csv').write_text('section,body\nx,chess game engine\ny,synth audio\n')
+    from_csv = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.csv', '--text-field', 'body', cwd=d)
+    assert from_csv.returncode == 0 and from_csv.stdout == res.stdout, from_csv.stderr
 
 HEADER = '  test                accuracy  macro-F1'
 def score_rows(stdout):

@@ -93,22 +93,26 @@ def add_predict(sub):
     p.add_argument('-n', '--name', required=True, action='append', help='finetuning experiment name, or a run dir path; repeat it to combine several runs (an Ensemble)')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--text', action='append', help='a text to label (repeatable)')
-    src.add_argument('--input', help="a file with one text per line ('-' reads them from stdin); blank lines are skipped")
+    src.add_argument('--input', help="a file with one text per line ('-' reads them from stdin; blank lines are skipped), or a .csv / .jsonl file")
     src.add_argument('--score', metavar='DATASET', help="a labelled .pt that `txc prepare` wrote with the runs' vocab: print one JSON line of its "
                      "metrics (accuracy, macro-F1, loss, per-class F1, confusion), the numbers a run's test.csv holds")
+    p.add_argument('--text-field', default='text', help='with a .csv or .jsonl --input: the column or key holding the text (default text)')
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
 
-def read_lines(src:str)->list[str]:
-    "The non-blank lines of a text file, or of stdin when `src` is '-'."
-    if src == '-': return [l for l in sys.stdin.read().splitlines() if l.strip()]
-    if not Path(src).is_file(): raise DataError(f"--input {src}: file not found")
-    return [l for l in Path(src).read_text(encoding='utf-8').splitlines() if l.strip()]
+def read_lines(src:str, text_field:str='text')->list[str]:
+    "The texts of `--input`: a .csv or .jsonl file's `text_field`, else the non-blank lines of a file, or of stdin when `src` is '-'."
+    from txc.data import read_texts, _not_utf8
+    if Path(src).suffix in ('.csv', '.jsonl'): return read_texts(src, text_field)[0]
+    if src != '-' and not Path(src).is_file(): raise DataError(f"--input {src}: file not found")
+    raw = sys.stdin.buffer.read() if src == '-' else Path(src).read_bytes()
+    try: return [l for l in raw.decode('utf-8').splitlines() if l.strip()]
+    except UnicodeDecodeError as e: raise _not_utf8('stdin' if src == '-' else src, e) from None
 
 def cmd_predict(args):
     from txc.predict import Predictor, Ensemble
     from txc.experiments import RunDir
     runs = [Path(n) if Path(n).is_dir() else RunDir.of(n, 'finetuning', args.root).path for n in args.name]
-    texts = [] if args.score else args.text or read_lines(args.input)   # bad texts fail before a model loads
+    texts = [] if args.score else args.text or read_lines(args.input, args.text_field)   # bad texts fail before a model loads
     if not (args.score or texts): raise DataError(f"--input {args.input}: no text to label (every line is blank)")
     if blank := [t for t in texts if not t.strip()]: raise DataError(f"--text {blank[0]!r}: an empty text has nothing to label")
     predictor = Predictor.from_run(runs[0]) if len(runs) == 1 else Ensemble.from_runs(runs)
