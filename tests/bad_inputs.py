@@ -246,6 +246,8 @@ CASES = [
          needles=('nolab.pt', 'no labels', '--label-field')),
     Case('not_tensordataset', 'a .pt holding a dict of tensors', argv=['txc', 'check', 'bad/dict.pt'],
          setup=lambda ws: torch.save(dict(input_ids=_val(ws)[0], attention_mask=_val(ws)[1]), _bad(ws, 'dict.pt')), needles=('dict.pt', 'holds a dict', 'txc prepare')),
+    Case('csv_as_dataset', 'a CSV of texts where a .pt dataset belongs', argv=['txc', 'check', 'bad/texts.csv'],
+         setup=lambda ws: _bad(ws, 'texts.csv', 'text,label\nchess game,games\n'), needles=('bad/texts.csv is a text file, not a txc dataset', 'txc prepare --input bad/texts.csv')),
     Case('labels_json', 'labels.json with 3 names, `num_labels: 2`',
          argv=['train.py', '-n', 'names', '-m', 'finetuning'],
          setup=lambda ws: write_config(ws, 'finetuning', 'names', set_keys(data__labels_path=_rel(ws, _bad(ws, 'labels.json', '["a", "b", "c"]')))),

@@ -7,16 +7,24 @@ from __future__ import annotations
 import argparse, json, sys, time, warnings
 from pathlib import Path
 
-from .config import TxcError, DataError
+from .config import TxcError, DataError, PRESETS
 from .config_io import load_config, config_to_yaml
 
 # %% auto #0
-__all__ = ['COMMANDS', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check', 'cmd_check', 'add_train',
-           'add_train_args', 'cmd_train', 'add_predict', 'read_lines', 'cmd_predict', 'add_quickstart',
+__all__ = ['COMMANDS', 'at_least', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check', 'cmd_check',
+           'add_train', 'add_train_args', 'cmd_train', 'add_predict', 'read_lines', 'cmd_predict', 'add_quickstart',
            'cmd_quickstart', 'add_bench', 'cmd_bench', 'Parser', 'build_parser', 'guarded', 'main',
            'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
+def at_least(low:int):
+    "An argparse type: an int that is `low` or more, so that a 0 or a negative count is a usage error, not a crash later on."
+    def int_(s:str)->int:                     # argparse names the type after the function: "invalid int value: 'x'"
+        if (v := int(s)) < low: raise argparse.ArgumentTypeError(f'{v}: use {low} or more')
+        return v
+    int_.__name__ = 'int'
+    return int_
+
 def add_tokenizer(sub):
     p = sub.add_parser('tokenizer', help='train a WordPiece vocab from text files into a vocab dir')
     p.add_argument('--input', nargs='+', required=True, help="text files (.txt lines, .csv, .jsonl) or 'bundled'")
@@ -24,7 +32,7 @@ def add_tokenizer(sub):
     p.add_argument('--vocab-size', type=int, default=8192, help='vocab size, rounded up to a multiple of 64')
     p.add_argument('--min-frequency', type=int, default=2, help='least count for a merge')
     p.add_argument('--cased', action='store_true', help='keep case and accents (default: lowercase, strip accents)')
-    p.add_argument('--max-length', type=int, default=128, help='default sequence length stored with the vocab')
+    p.add_argument('--max-length', type=at_least(2), default=128, help='default sequence length stored with the vocab')
     p.add_argument('--out', required=True, help='vocab dir to write')
 
 def cmd_tokenizer(args):
@@ -47,7 +55,7 @@ def add_prepare(sub):
     p.add_argument('--label-field', default=None, help='column or key holding the label; omit for MLM datasets')
     p.add_argument('--splits', default='0.8,0.1,0.1', help='train,val,test fractions')
     p.add_argument('--seed', type=int, default=0, help='seed of the random split')
-    p.add_argument('--max-length', type=int, default=128, help='longest sequence in tokens')
+    p.add_argument('--max-length', type=at_least(2), default=128, help='longest sequence in tokens')
 
 def cmd_prepare(args):
     from txc.data import prepare_dataset
@@ -141,13 +149,13 @@ def cmd_quickstart(args):
 
 def add_bench(sub):
     p = sub.add_parser('bench', help='training throughput of txc against transformers on the same model and batches')
-    p.add_argument('--preset', nargs='+', default=['tiny', 'mini'], help='architecture presets')
+    p.add_argument('--preset', nargs='+', default=['tiny', 'mini'], choices=list(PRESETS), help='architecture presets')
     p.add_argument('--task', nargs='+', default=['mlm', 'finetune'], choices=['mlm', 'finetune'], help='workloads')
-    p.add_argument('--repeats', type=int, default=5, help='alternating repeats; the median ratio is reported')
-    p.add_argument('--steps', type=int, default=8, help='training steps per side per repeat')
-    p.add_argument('--batch-size', type=int, default=32)
-    p.add_argument('--max-length', type=int, default=128)
-    p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch decides)')
+    p.add_argument('--repeats', type=at_least(1), default=5, help='alternating repeats; the median ratio is reported')
+    p.add_argument('--steps', type=at_least(1), default=8, help='training steps per side per repeat')
+    p.add_argument('--batch-size', type=at_least(1), default=32)
+    p.add_argument('--max-length', type=at_least(2), default=128)
+    p.add_argument('--threads', type=at_least(1), default=None, help='torch threads (default: torch decides)')
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     p.add_argument('--compile', action='store_true', help='run the txc side through torch.compile (compile time not counted)')
     p.add_argument('--layout', nargs='+', default=['auto'], choices=['auto', 'packed', 'padded'],

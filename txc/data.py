@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
-import csv, json, pickle, re, time, warnings
+import csv, json, re, time, warnings
 from pathlib import Path
 
 import torch
@@ -77,12 +77,15 @@ def load_tensor_dataset(path,                         # a .pt written by `prepar
                        ) -> TensorDataset:
     "Load a txc `.pt` with `weights_only=True` (TensorDataset allow-listed) and validate it."
     p = Path(path)
+    if p.is_dir(): raise DataError(f'{p} is a directory: give one of the .pt files `txc prepare` wrote in it, such as {p / "train.pt"}')
     if not p.is_file(): raise DataError(f'dataset file {p} not found: create it with `txc prepare` or fix data.*.dataset_path')
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals([TensorDataset]):
             warnings.simplefilter('ignore')
             ds = torch.load(p, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:                   # any failure, the unpickler's own on bytes that are no pickle (a CSV, say) too
+        if p.suffix in ('.txt', '.csv', '.jsonl'):
+            raise DataError(f'{p} is a text file, not a txc dataset: make datasets from it with `txc prepare --input {p}`') from None
         raise DataError(f'{p} is not a txc dataset: txc refuses to unpickle arbitrary objects (torch.load weights_only=True failed: '
                         f'{unpickle_reason(e)}); recreate it with `txc prepare`') from None
     if not isinstance(ds, TensorDataset) or len(ds.tensors) not in (2, 3):
