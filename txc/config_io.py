@@ -62,6 +62,7 @@ def load_config(path)->TxcConfig:
     path = Path(path)
     if not path.is_file(): raise ConfigError(f"{path}: config file not found")
     try: data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e: raise ConfigError(f"{path}: cannot read it as UTF-8 ({e.reason} at byte {e.start}): is it a config.yaml? re-save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         where = f" at line {mark.line + 1}" if mark else ''
