@@ -27,7 +27,8 @@ class Predictor:
 
     @torch.no_grad()
     def predict_log_proba(self, texts:list[str], batch_size:int=64)->torch.Tensor:
-        "Log class probabilities, (N, num_labels)."
+        "Log class probabilities, (N, num_labels); a single string is one text (N = 1), not N characters."
+        if isinstance(texts, str): texts = [texts]
         out = []
         for i in range(0, len(texts), batch_size):
             enc = self.tokenizer.encode(list(texts[i:i + batch_size]), max_length=self.max_length)
