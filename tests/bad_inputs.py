@@ -165,6 +165,15 @@ def _with_train(kind, name, make, **kw):
     def setup(ws): write_config(ws, kind, name, set_keys(data__train__dataset_path=_rel(ws, make(ws))))
     return dict(argv=['train.py', '-n', name, '-m', kind], setup=setup, **kw)
 
+def _stale_vocab(ws)->Path:
+    "A train.pt that `txc prepare` made with ws/vocab, which is then trained again in place on other texts (same size)."
+    from txc.data import prepare_dataset
+    from txc.tokenizer import WordPieceTokenizer
+    prepare_dataset(ws / 'texts.txt', ws / 'vocab', ws / 'bad' / 'stale', splits=(1, 0, 0), max_length=24)
+    other = [' '.join(reversed(WORDS[i % 7:])) for i in range(96)]               # 64 tokens too, 13 of them with other ids
+    WordPieceTokenizer.train(texts=other, vocab_size=64, min_frequency=1, max_length=24).save(ws / 'vocab')
+    return ws / 'bad' / 'stale' / 'train.pt'
+
 def _evil(ws, name)->Path:
     "A file whose unpickling creates ws/PWNED: a .pt, or a checkpoint-shaped dict for .ckpt."
     p = _bad(ws, name)
@@ -228,6 +237,8 @@ CASES = [
     # -- datasets
     Case('missing_dataset', '`data.train.dataset_path` that does not exist', **_train('pretraining', 'nodata', set_keys(data__train__dataset_path='data/nope.pt')),
          needles=('data.train.dataset_path', 'data/nope.pt', 'not found')),
+    Case('stale_vocab', 'the vocab trained again in place after `txc prepare`', **_with_train('pretraining', 'stale', _stale_vocab),
+         needles=('data.train.dataset_path', 'bad/stale/train.pt was tokenized with another vocab than vocab', 'txc prepare')),
     Case('mask_long', 'attention mask of dtype long', **_with_train('pretraining', 'mask_long', lambda ws: save_ds(_bad(ws, 'long.pt'), _val(ws)[0], _val(ws)[1].long())),
          needles=('long.pt', 'torch.int64', 'True = PAD')),
     Case('mask_inverted', 'inverted mask (position 0 marked PAD)', **_with_train('pretraining', 'mask_inv', lambda ws: save_ds(_bad(ws, 'inv.pt'), _val(ws)[0], ~_val(ws)[1])),

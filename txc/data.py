@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
-import csv, json, re, time, warnings
+import csv, hashlib, json, re, time, warnings
 from pathlib import Path
 
 import torch
@@ -17,8 +17,9 @@ from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpu
 
 # %% auto #0
 __all__ = ['validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'read_texts', 'parse_splits', 'split_indices',
-           'encode_texts', 'write_splits', 'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits',
-           'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
+           'encode_texts', 'write_splits', 'vocab_sha256', 'check_same_vocab', 'prepare_dataset', 'SECTIONS',
+           'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts',
+           'source_split']
 
 # %% ../nbs/02_data.ipynb #0503a578
 _all_ = ['SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
@@ -205,6 +206,22 @@ def write_splits(tok:WordPieceTokenizer, parts:dict, out:Path, max_length:int=12
         shapes[k] = tuple(ids.shape)
     return shapes
 
+# %% ../nbs/02_data.ipynb #62b8ed08
+def vocab_sha256(vocab_dir)->str|None:
+    "sha256 of a vocab dir's `vocab.txt` (its id -> token map), or None when it has none."
+    p = Path(vocab_dir) / 'vocab.txt'
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+def check_same_vocab(dataset_path, vocab_dir):
+    "DataError when the `prepare.json` beside `dataset_path` records another vocab than `vocab_dir`'s: its ids would name other tokens."
+    rec = Path(dataset_path).parent / 'prepare.json'
+    try: made = json.loads(rec.read_text(encoding='utf-8'))
+    except (OSError, ValueError): return                  # no record (data made by hand or by an older txc): nothing to compare
+    if not isinstance(made, dict) or not made.get('vocab_sha256') or made['vocab_sha256'] == (now := vocab_sha256(vocab_dir)) or now is None: return
+    raise DataError(f"{dataset_path} was tokenized with another vocab than {vocab_dir}: {rec} records vocab.txt sha256 {made['vocab_sha256'][:12]} "
+                    f"(made with {made.get('tokenizer_dir')}), {vocab_dir}/vocab.txt is {now[:12]}, so its ids would name other tokens; "
+                    f"run `txc prepare` again with --tokenizer {vocab_dir}, or point tokenizer.vocab_dir at the vocab the data was made with")
+
 # %% ../nbs/02_data.ipynb #bbaa0e60
 def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled' (MLM) / 'bundled-sections' (16 sections)
                     tokenizer_dir,         # vocab dir written by `WordPieceTokenizer.save` / `txc tokenizer`
@@ -224,7 +241,7 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
     else: (out/'labels.json').unlink(missing_ok=True)
     info = dict(input=str(input), task='classification' if names else 'mlm', counts={k: n for k, (n, _) in shapes.items()},
                 seq_len={k: t for k, (_, t) in shapes.items()}, num_labels=len(names) if names else None,
-                tokenizer_dir=str(Path(tokenizer_dir).resolve()), vocab_size=tok.vocab_size, max_length=max_length,
+                tokenizer_dir=str(Path(tokenizer_dir).resolve()), vocab_size=tok.vocab_size, vocab_sha256=vocab_sha256(tokenizer_dir), max_length=max_length,
                 **(dict(split='fixed, by source package') if bundled else
                    dict(text_field=text_field, label_field=label_field, splits=list(parse_splits(splits)), seed=seed)),
                 seconds=round(time.time() - t0, 2))

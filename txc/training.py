@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import ConfigError, DataError, TxcConfig, TxcError
 from .config_io import save_config
-from .data import load_tensor_dataset
+from .data import load_tensor_dataset, check_same_vocab
 from .tokenizer import WordPieceTokenizer
 from .collate import MLMCollator, ClassificationCollator
 from .heads import MaskedLM, Classifier
@@ -31,14 +31,16 @@ __all__ = ['load_splits', 'label_names', 'load_tokenizer', 'pretrained_checkpoin
 
 # %% ../nbs/07f_training.ipynb #3a475e1b
 def load_splits(cfg:TxcConfig)->dict:
-    "The train/val/test TensorDatasets the config names (val and test may be absent), checked against the model's vocab and labels."
+    "The train/val/test TensorDatasets the config names (val and test may be absent), checked against the model's vocab and labels and the tokenizer's vocab."
     fine = cfg.experiment.kind == 'finetuning'
     n = cfg.classification_head.num_labels if fine else None
     if not cfg.data.train.dataset_path: raise ConfigError("data.train.dataset_path is not set: point it at a train.pt written by `txc prepare`")
     out = {}
     for s in ('train', 'val', 'test'):
         if not (p := getattr(cfg.data, s).dataset_path): continue
-        try: out[s] = load_tensor_dataset(p, num_labels=n, require_labels=fine, vocab_size=cfg.architecture.vocab_size)
+        try:
+            out[s] = load_tensor_dataset(p, num_labels=n, require_labels=fine, vocab_size=cfg.architecture.vocab_size)
+            check_same_vocab(p, cfg.tokenizer.vocab_dir)                                  # the ids mean the tokens of this vocab
         except DataError as e: raise DataError(f"data.{s}.dataset_path: {e}") from None         # the key to fix, then the file
     return out
 
