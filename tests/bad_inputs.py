@@ -317,6 +317,10 @@ CASES = [
          setup=lambda ws: _bad(ws, 'latin1.txt', 'caf\xe9 cr\xe8me br\xfbl\xe9e\n'.encode('latin-1')), needles=('latin1.txt', 'UTF-8', 'iconv')),
     Case('non_utf8_tokenizer', 'a Latin-1 .csv for `txc tokenizer`', argv=['txc', 'tokenizer', '--input', 'bad/latin1.csv', '--out', 'vocab2'],
          setup=lambda ws: _bad(ws, 'latin1.csv', 'text\ncaf\xe9\n'.encode('latin-1')), needles=('latin1.csv', 'UTF-8')),
+    Case('tokenizer_out_file', '`txc tokenizer --out` naming a file', argv=['txc', 'tokenizer', '--input', 'texts.txt', '--out', 'texts.txt'],
+         needles=('--out texts.txt is a file', 'directory')),
+    Case('prepare_out_file', '`txc prepare --out` naming a file', argv=['txc', 'prepare', '--input', 'texts.txt', '--tokenizer', 'vocab', '--out', 'texts.txt'],
+         needles=('out dir texts.txt is a file', 'directory')),
     Case('bad_splits', '`txc prepare --splits 0.5,0.5`', argv=['txc', 'prepare', '--input', 'texts.txt', '--tokenizer', 'vocab', '--out', 'prep', '--splits', '0.5,0.5'],
          needles=("splits '0.5,0.5'", 'three fractions')),
     # -- hostile files: refused, never executed

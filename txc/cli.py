@@ -38,6 +38,7 @@ def add_tokenizer(sub):
 def cmd_tokenizer(args):
     from txc.tokenizer import WordPieceTokenizer
     from txc.data import read_texts
+    if Path(args.out).is_file(): raise DataError(f'--out {args.out} is a file: give a directory to write the vocab into')   # before, not after, training
     texts = [t for path in args.input for t in read_texts(path, args.text_field)[0]]
     t0 = time.perf_counter()
     tok = WordPieceTokenizer.train(texts=texts, vocab_size=args.vocab_size, lowercase=not args.cased,

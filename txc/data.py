@@ -233,6 +233,7 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
                    ) -> dict:
     "Tokenize a text file or the bundled corpus into `TensorDataset` .pt files; returns what `prepare.json` records."
     t0, tok, out = time.time(), WordPieceTokenizer.load(tokenizer_dir), Path(out)
+    if out.exists() and not out.is_dir(): raise DataError(f'out dir {out} is a file: give a directory for the .pt files')
     bundled = str(input) in ('bundled', 'bundled-sections')
     parts, names = bundled_splits(str(input)) if bundled else _user_splits(input, text_field, label_field, splits, seed)
     out.mkdir(parents=True, exist_ok=True)

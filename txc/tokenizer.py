@@ -147,7 +147,9 @@ class WordPieceTokenizer:
 # %% ../nbs/01_tokenizer.ipynb #264057f0
 def save_vocab_dir(tok:WordPieceTokenizer, vocab_dir) -> Path:
     "Write `tok` as `VOCAB_FILES` into `vocab_dir` (created if needed)."
-    d = Path(vocab_dir); d.mkdir(parents=True, exist_ok=True)
+    d = Path(vocab_dir)
+    if d.exists() and not d.is_dir(): raise DataError(f'vocab dir {d} is a file: give a directory to write the vocab into')
+    d.mkdir(parents=True, exist_ok=True)
     vocab = tok.tok.get_vocab()
     (d/'vocab.txt').write_text(''.join(t + '\n' for t in sorted(vocab, key=vocab.get)), encoding='utf-8')
     tok.tok.no_truncation(); tok.tok.no_padding()
