@@ -4,9 +4,9 @@
 
 # %% ../nbs/00_config.ipynb #ef32d6ec
 from __future__ import annotations
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # %% auto #0
 __all__ = ['PRESETS', 'TxcError', 'ConfigError', 'DataError', 'Section', 'ExperimentConfig', 'LoggingConfig', 'TokenizerConfig',
@@ -147,13 +147,15 @@ class ResumeConfig(Section):
     load_only_model_state: bool = Field(True, description="true: weights only, fresh optimizer; false: continue exactly (optimizer, scheduler, RNG, data position)")
 
 # %% ../nbs/00_config.ipynb #d2e865ea
+_Beta = Annotated[float, Field(ge=0, lt=1)]            # an Adam moment's decay rate
+
 class TrainingConfig(Section):
     "Section `training`: optimisation, schedule, device, cadence, resume and finetuning knobs."
     optimizer: Literal['adamw'] = Field('adamw', description="AdamW; no weight decay on norms, biases or embeddings unless weight_decay_all")
     lr: float = Field(5e-4, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     weight_decay_all: bool = Field(False, description="also decay norms, biases and embeddings")
-    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas")
+    betas: tuple[_Beta, _Beta] = Field((0.9, 0.98), description="AdamW betas")
     adam_eps: float = Field(1e-6, gt=0, description="AdamW epsilon")
     warmup_ratio: float = Field(0.06, ge=0, le=1, description="fraction of the optimizer steps spent in linear warmup")
     cosine: bool = Field(True, description="cosine decay after warmup; false keeps the LR constant")
@@ -181,6 +183,13 @@ class TrainingConfig(Section):
     freeze_embeddings: bool = Field(False, description="keep the embeddings frozen for the whole run")
     early_stopping_patience: Optional[int] = Field(None, ge=1, description="stop after N evaluations without a better val loss")
     class_weights: Union[Literal['balanced'], list[float], None] = Field(None, description="finetuning: loss weights per class, or 'balanced'")
+
+    @field_validator('class_weights')
+    @classmethod
+    def _check_weights(cls, w):
+        "A negative weight rewards the loss for being wrong (it runs to -inf); all zeros make it 0/0."
+        if isinstance(w, list) and (min(w, default=0) < 0 or not any(w)): raise ValueError('use weights >= 0, at least one of them above 0')
+        return w
 
 # %% ../nbs/00_config.ipynb #03057704
 class DatasetSplit(Section):
@@ -226,4 +235,12 @@ class TxcConfig(Section):
         if self.tokenizer.max_length > self.architecture.max_position_embeddings:
             raise ValueError(f"tokenizer.max_length = {self.tokenizer.max_length} exceeds architecture.max_position_embeddings = "
                              f"{self.architecture.max_position_embeddings}: lower the one or raise the other")
+        return self
+
+    @model_validator(mode='after')
+    def _check_freeze(self):
+        "Freezing more layers than the encoder has is a config meant for another model."
+        if (n := self.training.freeze_n_layers) is not None and n > self.architecture.num_layers:
+            raise ValueError(f"training.freeze_n_layers = {n} exceeds architecture.num_layers = {self.architecture.num_layers}: "
+                             f"use at most {self.architecture.num_layers}, or null to freeze them all")
         return self
