@@ -87,7 +87,10 @@ def build_model(cfg:TxcConfig, run_dir)->nn.Module:
     if cfg.experiment.kind == 'pretraining': return MaskedLM(cfg.architecture, cfg.mlm_head)
     model = Classifier(cfg.architecture, cfg.classification_head)
     if not cfg.training.resume.is_resume and (p := pretrained_checkpoint(cfg, run_dir)):
-        model.load_encoder(load_checkpoint(p)['model'])
+        try: model.load_encoder(load_checkpoint(p)['model'])
+        except DataError as e:                       # a run's architecture edited after generation, or -p of another run
+            raise DataError(f"pretrained_experiment: {p}: {e}: this run's architecture section must be the pretraining run's, "
+                            f"which generate_finetuning_experiment.py -p copies") from None
     return model
 
 # %% ../nbs/07f_training.ipynb #31c82b18
