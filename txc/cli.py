@@ -30,7 +30,7 @@ def add_tokenizer(sub):
     p.add_argument('--input', nargs='+', required=True, help="text files (.txt lines, .csv, .jsonl) or 'bundled'")
     p.add_argument('--text-field', default='text', help='column or key holding the text in .csv/.jsonl files')
     p.add_argument('--vocab-size', type=int, default=8192, help='vocab size, rounded up to a multiple of 64')
-    p.add_argument('--min-frequency', type=int, default=2, help='least count for a merge')
+    p.add_argument('--min-frequency', type=at_least(0), default=2, help='least count for a merge')
     p.add_argument('--cased', action='store_true', help='keep case and accents (default: lowercase, strip accents)')
     p.add_argument('--max-length', type=at_least(2), default=128, help='default sequence length stored with the vocab')
     p.add_argument('--out', required=True, help='vocab dir to write')

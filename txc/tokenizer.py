@@ -85,6 +85,7 @@ def train_vocab(files=None,           # text file(s), UTF-8, to train on
     "Train a WordPiece vocab, reproducibly; tokens in id order, SPECIAL_TOKENS first, size a multiple of 64."
     if (files is None) == (texts is None): raise ConfigError('train the tokenizer on files= or texts=, exactly one of them')
     if vocab_size < 64: raise ConfigError(f'tokenizer vocab_size must be at least 64, got {vocab_size}')
+    if min_frequency < 0: raise ConfigError(f'tokenizer min_frequency must be 0 or more, got {min_frequency}')
     tok = bert_tokenizer({t: i for i, t in enumerate(SPECIAL_TOKENS)}, lowercase, strip_accents)
     if texts is not None: texts = list(_checked(texts)); chars = set().union(*texts)
     else: files, chars = _file_chars(files)
