@@ -48,6 +48,11 @@ class Predictor:
         return res
 
 # %% ../nbs/08a_predict.ipynb #d96acf10
+def _near_run(p:str|None, run_dir:Path)->str|None:
+    "A path from a run's config: as written (relative to the working dir) if it exists there, else under the first dir above the run that has it (where the run was trained from)."
+    if not p or Path(p).is_absolute() or Path(p).exists(): return p
+    return next((str(base / p) for base in run_dir.resolve().parents if (base / p).exists()), p)
+
 def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     "A Predictor for the finetuning run in `run_dir`."
     run_dir = Path(run_dir)
@@ -59,6 +64,7 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     model = Classifier(cfg.architecture, cfg.classification_head)
     load_model_state(model, ck['model'], strict=True, source=str(run_dir / checkpoint))
     n = cfg.classification_head.num_labels
+    cfg.tokenizer.vocab_dir, cfg.data.labels_path = _near_run(cfg.tokenizer.vocab_dir, run_dir), _near_run(cfg.data.labels_path, run_dir)
     return cls(model, load_tokenizer(cfg), label_names(cfg) or [str(i) for i in range(n)], cfg.tokenizer.max_length)
 Predictor.from_run = classmethod(_from_run)
 
