@@ -314,6 +314,8 @@ CASES = [
          needles=("--text ''", 'nothing to label')),
     Case('predict_score_missing', '`txc predict --score` of a dataset that does not exist', argv=['txc', 'predict', '-n', 'ft', '--score', 'nope.pt'],
          needles=('nope.pt', 'not found')),
+    Case('predict_score_stale', '`txc predict --score` of a dataset made with a vocab since trained again', argv=['txc', 'predict', '-n', 'ft', '--score', 'bad/stale/train.pt'],
+         setup=_stale_vocab, needles=('bad/stale/train.pt was tokenized with another vocab than vocab', 'txc prepare')),
     Case('predict_ensemble', '`txc predict -n ft -n OTHER` of runs with different class names', argv=['txc', 'predict', '-n', 'ft', '-n', 'bad/ft_swapped', '--text', 'hi'],
          setup=_relabelled_run, needles=('disagree on the classes', 'same labels.json')),
     # -- text files for `txc prepare` / `txc tokenizer`

@@ -65,7 +65,9 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     load_model_state(model, ck['model'], strict=True, source=str(run_dir / checkpoint))
     n = cfg.classification_head.num_labels
     cfg.tokenizer.vocab_dir, cfg.data.labels_path = _near_run(cfg.tokenizer.vocab_dir, run_dir), _near_run(cfg.data.labels_path, run_dir)
-    return cls(model, load_tokenizer(cfg), label_names(cfg) or [str(i) for i in range(n)], cfg.tokenizer.max_length)
+    p = cls(model, load_tokenizer(cfg), label_names(cfg) or [str(i) for i in range(n)], cfg.tokenizer.max_length)
+    p.vocab_dir = cfg.tokenizer.vocab_dir                # what `txc predict --score` checks a dataset's prepare.json against
+    return p
 Predictor.from_run = classmethod(_from_run)
 
 # %% ../nbs/08a_predict.ipynb #f47b9789
