@@ -127,8 +127,9 @@ def cmd_predict(args):
     predictor = Predictor.from_run(runs[0]) if len(runs) == 1 else Ensemble.from_runs(runs)
     if args.score:
         from txc.data import load_tensor_dataset, check_same_vocab
-        for m in getattr(predictor, 'members', [predictor]): check_same_vocab(args.score, m.vocab_dir)
-        vocab = min(m.tokenizer.vocab_size for m in getattr(predictor, 'members', [predictor]))
+        members = getattr(predictor, 'members', [predictor])
+        for m in members: check_same_vocab(args.score, m.vocab_dir)
+        vocab = min(m.tokenizer.vocab_size for m in members)
         ds = load_tensor_dataset(args.score, num_labels=len(predictor.labels), require_labels=True, vocab_size=vocab)
         print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds))))
         return

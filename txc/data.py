@@ -217,8 +217,9 @@ def check_same_vocab(dataset_path, vocab_dir):
     rec = Path(dataset_path).parent / 'prepare.json'
     try: made = json.loads(rec.read_text(encoding='utf-8'))
     except (OSError, ValueError): return                  # no record (data made by hand or by an older txc): nothing to compare
-    if not isinstance(made, dict) or not made.get('vocab_sha256') or made['vocab_sha256'] == (now := vocab_sha256(vocab_dir)) or now is None: return
-    raise DataError(f"{dataset_path} was tokenized with another vocab than {vocab_dir}: {rec} records vocab.txt sha256 {made['vocab_sha256'][:12]} "
+    if not isinstance(made, dict) or not (old := made.get('vocab_sha256')): return
+    if (now := vocab_sha256(vocab_dir)) is None or now == old: return                # no vocab.txt (a wrapper's tokenizer), or the same vocab
+    raise DataError(f"{dataset_path} was tokenized with another vocab than {vocab_dir}: {rec} records vocab.txt sha256 {old[:12]} "
                     f"(made with {made.get('tokenizer_dir')}), {vocab_dir}/vocab.txt is {now[:12]}, so its ids would name other tokens; "
                     f"run `txc prepare` again with --tokenizer {vocab_dir}, or point tokenizer.vocab_dir at the vocab the data was made with")
 
