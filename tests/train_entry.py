@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from txc.cli import guarded
+from txc.cli import finish, guarded
 from txc.config import TxcConfig
 from txc.config_io import load_config, save_config
 
@@ -134,7 +134,7 @@ def main(argv=None):
     if a.pause_write: pause_write(*a.pause_write.split(':'), a.flag)
     def run():                                             # errors and Ctrl-C end as the CLI's do: one line, exit 2 or 130
         print(f'done: step {train(load_config(a.config), a.run_dir, callbacks=cbs).step}')
-    sys.exit(guarded(run))
+    sys.exit(finish(guarded(run)))   # as train.py: under torchrun, no interpreter teardown after the run
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #f4c33c49
 from __future__ import annotations
-import argparse, json, sys, time, warnings
+import argparse, json, os, sys, time, warnings
 from pathlib import Path
 
 from .config import TxcError, DataError, PRESETS
@@ -13,7 +13,7 @@ from .config_io import load_config, config_to_yaml
 # %% auto #0
 __all__ = ['COMMANDS', 'at_least', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check', 'cmd_check',
            'add_train', 'add_train_args', 'cmd_train', 'add_predict', 'read_lines', 'cmd_predict', 'add_quickstart',
-           'cmd_quickstart', 'add_bench', 'cmd_bench', 'Parser', 'build_parser', 'guarded', 'main',
+           'cmd_quickstart', 'add_bench', 'cmd_bench', 'Parser', 'build_parser', 'guarded', 'finish', 'main',
            'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
@@ -212,10 +212,16 @@ def guarded(fn, *args)->int:
             return 130
     return 0
 
+def finish(rc:int)->int:
+    "`rc`; under torchrun (WORLD_SIZE > 1), flush the output and exit with `rc` at once instead: gloo's threads can abort a finished run during interpreter teardown."
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:           # every file is written and closed by now; only teardown is skipped
+        sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)
+    return rc
+
 def main(argv=None)->int:
     "Run the `txc` command line."
     args = build_parser().parse_args(argv)
-    return guarded(COMMANDS[args.command][1], args)
+    return finish(guarded(COMMANDS[args.command][1], args))
 
 # %% ../nbs/10_cli.ipynb #d8c13776
 def _root_and_force(p:argparse.ArgumentParser):
@@ -245,4 +251,4 @@ def train_main(argv=None)->int:
     "`train.py -n NAME -m pretraining|finetuning`."
     p = Parser(prog='train.py', description='Train an experiment generated under ./experiments.')
     add_train_args(p)
-    return guarded(cmd_train, p.parse_args(argv))
+    return finish(guarded(cmd_train, p.parse_args(argv)))
