@@ -165,14 +165,32 @@ def _with_train(kind, name, make, **kw):
     def setup(ws): write_config(ws, kind, name, set_keys(data__train__dataset_path=_rel(ws, make(ws))))
     return dict(argv=['train.py', '-n', name, '-m', kind], setup=setup, **kw)
 
-def _stale_vocab(ws)->Path:
-    "A train.pt that `txc prepare` made with ws/vocab, which is then trained again in place on other texts (same size)."
-    from txc.data import prepare_dataset
+def _retrain_vocab(ws, into='vocab'):
+    "ws/vocab trained again in place on other texts (`txc tokenizer --out vocab` once more), or into another dir: the same size, and the ids name other tokens."
     from txc.tokenizer import WordPieceTokenizer
-    prepare_dataset(ws / 'texts.txt', ws / 'vocab', ws / 'bad' / 'stale', splits=(1, 0, 0), max_length=24)
     other = [' '.join(reversed(WORDS[i % 7:])) for i in range(96)]               # 64 tokens too, 13 of them with other ids
-    WordPieceTokenizer.train(texts=other, vocab_size=64, min_frequency=1, max_length=24).save(ws / 'vocab')
+    WordPieceTokenizer.train(texts=other, vocab_size=64, min_frequency=1, max_length=24).save(ws / into)
+
+def _other_vocab_dataset(ws)->Path:
+    "A train.pt that `txc prepare` made with another vocab (bad/vocab2) than the runs' ws/vocab."
+    from txc.data import prepare_dataset
+    _retrain_vocab(ws, 'bad/vocab2')
+    prepare_dataset(ws / 'texts.txt', ws / 'bad' / 'vocab2', ws / 'bad' / 'stale', splits=(1, 0, 0), max_length=24)
     return ws / 'bad' / 'stale' / 'train.pt'
+
+def _stale_vocab(ws)->Path:
+    "A train.pt that `txc prepare` made with ws/vocab, which is then trained again in place."
+    from txc.data import prepare_dataset
+    prepare_dataset(ws / 'texts.txt', ws / 'vocab', ws / 'bad' / 'stale', splits=(1, 0, 0), max_length=24)
+    _retrain_vocab(ws)
+    return ws / 'bad' / 'stale' / 'train.pt'
+
+def _retrained_then(*setups):
+    "A setup: the vocab trained again in place, then `setups` (configs that use it)."
+    def setup(ws):
+        _retrain_vocab(ws)
+        for s in setups: s(ws)
+    return setup
 
 def _evil(ws, name)->Path:
     "A file whose unpickling creates ws/PWNED: a .pt, or a checkpoint-shaped dict for .ckpt."
@@ -243,6 +261,13 @@ CASES = [
          needles=('data.train.dataset_path', 'data/nope.pt', 'not found')),
     Case('stale_vocab', 'the vocab trained again in place after `txc prepare`', **_with_train('pretraining', 'stale', _stale_vocab),
          needles=('data.train.dataset_path', 'bad/stale/train.pt was tokenized with another vocab than vocab', 'txc prepare')),
+    Case('retrained_vocab_finetune', 'finetuning from a pretraining run whose vocab was since trained again in place',
+         argv=['train.py', '-n', 'ft_again', '-m', 'finetuning'], setup=_retrained_then(_cfg('finetuning', 'ft_again')),
+         needles=('pretrained_experiment', 'pre/checkpoints/model.ckpt was trained with another vocab than vocab', 'tokenizer.vocab_dir')),
+    Case('retrained_vocab_resume', 'resuming a run whose vocab was since trained again in place',
+         argv=['train.py', '-n', 'pre_again', '-m', 'pretraining'],
+         setup=_retrained_then(_cfg('pretraining', 'pre_again', set_keys(training__resume=dict(is_resume=True, checkpoint_path='../pre/checkpoints/last.ckpt', load_only_model_state=False)))),
+         needles=('training.resume.checkpoint_path', 'pre/checkpoints/last.ckpt was trained with another vocab than vocab')),
     Case('mask_long', 'attention mask of dtype long', **_with_train('pretraining', 'mask_long', lambda ws: save_ds(_bad(ws, 'long.pt'), _val(ws)[0], _val(ws)[1].long())),
          needles=('long.pt', 'torch.int64', 'True = PAD')),
     Case('mask_inverted', 'inverted mask (position 0 marked PAD)', **_with_train('pretraining', 'mask_inv', lambda ws: save_ds(_bad(ws, 'inv.pt'), _val(ws)[0], ~_val(ws)[1])),
@@ -314,8 +339,10 @@ CASES = [
          needles=("--text ''", 'nothing to label')),
     Case('predict_score_missing', '`txc predict --score` of a dataset that does not exist', argv=['txc', 'predict', '-n', 'ft', '--score', 'nope.pt'],
          needles=('nope.pt', 'not found')),
-    Case('predict_score_stale', '`txc predict --score` of a dataset made with a vocab since trained again', argv=['txc', 'predict', '-n', 'ft', '--score', 'bad/stale/train.pt'],
-         setup=_stale_vocab, needles=('bad/stale/train.pt was tokenized with another vocab than vocab', 'txc prepare')),
+    Case('predict_score_stale', '`txc predict --score` of a dataset made with another vocab than the run\'s', argv=['txc', 'predict', '-n', 'ft', '--score', 'bad/stale/train.pt'],
+         setup=_other_vocab_dataset, needles=('bad/stale/train.pt was tokenized with another vocab than vocab', 'txc prepare')),
+    Case('predict_retrained_vocab', '`txc predict` of a run whose vocab was since trained again in place', argv=['txc', 'predict', '-n', 'ft', '--text', 'chess game'],
+         setup=_retrain_vocab, needles=('ft/checkpoints/model.ckpt was trained with another vocab than vocab', 'tokenizer.vocab_dir')),
     Case('predict_ensemble', '`txc predict -n ft -n OTHER` of runs with different class names', argv=['txc', 'predict', '-n', 'ft', '-n', 'bad/ft_swapped', '--text', 'hi'],
          setup=_relabelled_run, needles=('disagree on the classes', 'same labels.json')),
     # -- text files for `txc prepare` / `txc tokenizer`

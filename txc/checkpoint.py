@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from .config import ConfigError, DataError, ResumeConfig, TxcError
-from .data import unpickle_reason
+from .data import unpickle_reason, vocab_sha256
 from .distributed import barrier, dist_env, gather_objects
 from .trainer import Callback
 
 # %% auto #0
 __all__ = ['atomic_save', 'load_checkpoint', 'remove_partial_writes', 'rng_state', 'set_rng_state', 'full_state', 'model_state',
-           'load_model_state', 'restore', 'CheckpointCB', 'pid_alive', 'RunLock', 'RunInterrupted', 'InterruptCB']
+           'load_model_state', 'check_checkpoint_vocab', 'restore', 'CheckpointCB', 'pid_alive', 'RunLock',
+           'RunInterrupted', 'InterruptCB']
 
 # %% ../nbs/07e_checkpoint.ipynb #6c0dd624
 def atomic_save(obj, path)->Path:
@@ -104,6 +105,15 @@ def load_model_state(model:nn.Module, sd:dict, strict:bool=True, source:str='che
     if report: print(f"loaded {source} partially; skipped {report}")
     return diff
 
+# %% ../nbs/07e_checkpoint.ipynb #3655da91
+def check_checkpoint_vocab(ck:dict, vocab_dir, source:str='checkpoint'):
+    "DataError when checkpoint `ck` records another vocab than `vocab_dir`'s: its embedding rows would stand for other tokens."
+    old, now = ck.get('vocab_sha256'), vocab_sha256(vocab_dir)
+    if not old or now is None or now == old: return          # not stamped (an older txc), no vocab.txt, or the same vocab
+    raise DataError(f"{source} was trained with another vocab than {vocab_dir}: it records vocab.txt sha256 {old[:12]}, "
+                    f"{Path(vocab_dir) / 'vocab.txt'} is {now[:12]}, so its token embeddings would stand for other tokens "
+                    f"(was `txc tokenizer` run again into {vocab_dir}?); point tokenizer.vocab_dir at the vocab it was trained with")
+
 # %% ../nbs/07e_checkpoint.ipynb #d70f8b0b
 def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     "Load checkpoint `ck` into trainer `t`: weights, and unless `load_only_model_state`, the full state."
@@ -132,13 +142,14 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
 class CheckpointCB(Callback):
     "Write last.ckpt periodically, best-model.ckpt on a better val loss, last.ckpt and model.ckpt at the end."
     order = 20
-    def __init__(self, run_dir, config:dict, every_n_steps:Optional[int]=None):
+    def __init__(self, run_dir, config:dict, every_n_steps:Optional[int]=None, vocab_sha:Optional[str]=None):
         self.dir, self.config, self.every = Path(run_dir) / 'checkpoints', config, every_n_steps
+        self.stamp = dict(vocab_sha256=vocab_sha) if vocab_sha else {}   # which vocab the embedding rows stand for
     def before_fit(self, t):                                              # the run lock keeps other writers out: leftovers are a killed run's
         if dist_env().is_main and (gone := remove_partial_writes(self.dir)):
             print(f"removed {len(gone)} partial checkpoint write(s) of an interrupted run: {', '.join(p.name for p in gone)}")
     def save(self, t, name:str):
-        st = full_state(t, self.config)
+        st = full_state(t, self.config) | self.stamp
         if dist_env().is_main: atomic_save(st, self.dir / name)
     def after_step(self, t):
         if not (self.every and t.step % self.every == 0): return
@@ -150,7 +161,7 @@ class CheckpointCB(Callback):
         if t.eval_metrics['split'] == 'val' and t.improved: self.save(t, 'best-model.ckpt')
     def after_fit(self, t):
         self.save(t, 'last.ckpt')
-        if dist_env().is_main: atomic_save(model_state(t.raw_model, self.config, t.global_step), self.dir / 'model.ckpt')
+        if dist_env().is_main: atomic_save(model_state(t.raw_model, self.config, t.global_step) | self.stamp, self.dir / 'model.ckpt')
 
 # %% ../nbs/07e_checkpoint.ipynb #9217f718
 def pid_alive(pid:int)->bool:

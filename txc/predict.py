@@ -11,7 +11,7 @@ import torch
 from .config import ConfigError, TxcConfig
 from .config_io import config_error
 from .heads import Classifier
-from .checkpoint import load_checkpoint, load_model_state
+from .checkpoint import load_checkpoint, load_model_state, check_checkpoint_vocab
 from .metrics import ClassificationMetrics
 from .training import load_tokenizer, label_names
 from pydantic import ValidationError
@@ -65,6 +65,7 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     load_model_state(model, ck['model'], strict=True, source=str(run_dir / checkpoint))
     n = cfg.classification_head.num_labels
     cfg.tokenizer.vocab_dir, cfg.data.labels_path = _near_run(cfg.tokenizer.vocab_dir, run_dir), _near_run(cfg.data.labels_path, run_dir)
+    check_checkpoint_vocab(ck, cfg.tokenizer.vocab_dir, str(run_dir / checkpoint))   # a vocab trained again in place would misread every text
     p = cls(model, load_tokenizer(cfg), label_names(cfg) or [str(i) for i in range(n)], cfg.tokenizer.max_length)
     p.vocab_dir = cfg.tokenizer.vocab_dir                # what `txc predict --score` checks a dataset's prepare.json against
     return p

@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import ConfigError, DataError, TxcConfig, TxcError
 from .config_io import save_config
-from .data import load_tensor_dataset, check_same_vocab
+from .data import load_tensor_dataset, check_same_vocab, vocab_sha256
 from .tokenizer import WordPieceTokenizer
 from .collate import MLMCollator, ClassificationCollator
 from .heads import MaskedLM, Classifier
@@ -23,7 +23,7 @@ from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, clas
 from .distributed import DistEnv, DDPCB, barrier, init_distributed, cleanup_distributed, gather_objects, is_distributed
 from .metrics import EvalCB, MLMMetrics, ClassificationMetrics
 from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB
-from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, restore
+from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, check_checkpoint_vocab, restore
 
 # %% auto #0
 __all__ = ['load_splits', 'label_names', 'load_tokenizer', 'pretrained_checkpoint', 'build_model', 'seed_everything',
@@ -87,7 +87,8 @@ def build_model(cfg:TxcConfig, run_dir)->nn.Module:
     if cfg.experiment.kind == 'pretraining': return MaskedLM(cfg.architecture, cfg.mlm_head)
     model = Classifier(cfg.architecture, cfg.classification_head)
     if not cfg.training.resume.is_resume and (p := pretrained_checkpoint(cfg, run_dir)):
-        try: model.load_encoder(load_checkpoint(p)['model'])
+        check_checkpoint_vocab(ck := load_checkpoint(p), cfg.tokenizer.vocab_dir, f'pretrained_experiment: {p}')
+        try: model.load_encoder(ck['model'])
         except DataError as e:                       # a run's architecture edited after generation, or -p of another run
             raise DataError(f"pretrained_experiment: {p}: {e}: this run's architecture section must be the pretraining run's, "
                             f"which generate_finetuning_experiment.py -p copies") from None
@@ -118,7 +119,7 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
     cfg_dict, bs, dev = cfg.model_dump(mode='json'), tc.eval_batch_size or 2 * tc.batch_size, device
     metrics = (lambda: ClassificationMetrics(cfg.classification_head.num_labels, dev, names)) if fine else (lambda: MLMMetrics(dev))
     def loader(s): return make_loader(ds[s], bs, eval_collate, False, seed, env.rank, env.world_size)
-    ck = CheckpointCB(run_dir, cfg_dict, tc.checkpoint_every_n_steps)
+    ck = CheckpointCB(run_dir, cfg_dict, tc.checkpoint_every_n_steps, vocab_sha256(cfg.tokenizer.vocab_dir))
     cbs = [FreezeCB(tc), DDPCB(), ThroughputCB(), ck, InterruptCB(ck)]                  # InterruptCB: Ctrl-C saves last.ckpt, then stops
     if tc.compile: cbs.append(CompileCB())
     if tc.early_stopping_patience and 'val' not in ds:
@@ -160,7 +161,9 @@ def build_trainer(cfg:TxcConfig, run_dir, env:DistEnv=DistEnv(), device=None, da
                 loss_fn=class_weighted_loss(w) if w is not None else None)
     t.sched = make_scheduler(t.opt, t.total_steps, tc)
     torch.manual_seed(seed + env.rank)                                       # dropout stream of this rank
-    if tc.resume.is_resume: restore(t, load_checkpoint(p := resume_path(cfg, run_dir)), tc.resume, str(p))
+    if tc.resume.is_resume:
+        check_checkpoint_vocab(ck := load_checkpoint(p := resume_path(cfg, run_dir)), cfg.tokenizer.vocab_dir, f'training.resume.checkpoint_path: {p}')
+        restore(t, ck, tc.resume, str(p))
     full = tc.resume.is_resume and not tc.resume.load_only_model_state
     t.cbs = make_callbacks(cfg, run_dir, env, ds, eval_col, device, names, t.global_step if full else None) + list(callbacks)
     return t
