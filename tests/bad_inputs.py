@@ -318,6 +318,13 @@ CASES = [
          needles=('last.ckpt does not match the model', 'missing keys: encoder.blocks.1.', 'strict: false')),
     Case('rerun_finished', '`train.py` again on a finished run (a reused or mistyped name)', argv=['train.py', '-n', 'pre', '-m', 'pretraining'],
          needles=('experiments/pretraining/pre already holds checkpoints', 'model.ckpt', 'checkpoint_path: checkpoints/last.ckpt')),
+    Case('rerun_finished_own', 'a finished run set to resume from its own `best-model.ckpt`', argv=['train.py', '-n', 'pre', '-m', 'pretraining'],
+         setup=_cfg('pretraining', 'pre', set_keys(training__resume=dict(is_resume=True, checkpoint_path='checkpoints/best-model.ckpt', load_only_model_state=False))),
+         needles=('experiments/pretraining/pre has finished', 'from its own checkpoints/best-model.ckpt would overwrite', '-p NEW -rp pre')),
+    Case('restart_own_weights', 'a killed run restarted from its own `last.ckpt` with `load_only_model_state: true`', argv=['train.py', '-n', 'pre', '-m', 'pretraining'],
+         setup=lambda ws: (ws / 'experiments/pretraining/pre/checkpoints/model.ckpt').unlink() or _cfg('pretraining', 'pre', set_keys(training__resume=dict(
+             is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_only_model_state=True)))(ws),
+         needles=('load_only_model_state: true starts a new optimizer', 'set load_only_model_state: false')),
     Case('resume_finished', '`train.py --resume` of a run that has finished', argv=['train.py', '-n', 'pre', '-m', 'pretraining', '--resume'],
          needles=('--resume', 'experiments/pretraining/pre has finished', '-rp')),
     Case('resume_unstarted', '`train.py --resume` of a run that never reached a checkpoint',

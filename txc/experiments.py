@@ -125,15 +125,27 @@ def generate_finetuning_experiment(name:str, pretrained:str, root=None, force:bo
     return run.config
 
 # %% ../nbs/08_experiments.ipynb #746cab99
+def _train_further(run:RunDir, kind:str)->str:
+    "How to train a finished run further without overwriting it."
+    if kind == 'pretraining': return f"generate a new experiment that starts from it (generate_pretraining_experiment.py -p NEW -rp {run.path.name})"
+    return f"generate a new experiment and set its training.resume.checkpoint_path to {run.model_ckpt.resolve()}"
+
 def check_no_overwrite(run:RunDir, cfg:TxcConfig):
-    "ConfigError if training `cfg` into `run` would overwrite checkpoints it does not resume from."
-    held = sorted(p.name for p in run.checkpoints.glob('*.ckpt'))
-    r = cfg.training.resume
+    "ConfigError if training `cfg` into `run` would overwrite its checkpoints and metrics other than by continuing a killed run exactly."
+    if not (held := ', '.join(sorted(p.name for p in run.checkpoints.glob('*.ckpt')))): return
+    r, kind = cfg.training.resume, cfg.experiment.kind
     own = r.is_resume and r.checkpoint_path and (run.path / r.checkpoint_path).resolve().parent == run.checkpoints.resolve()
-    if held and not own:
-        raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}) that training again would overwrite: to continue a killed run pass --resume "
+    if own and not r.load_only_model_state and not run.model_ckpt.is_file(): return     # a killed run, continued from its full state
+    if not own:
+        raise ConfigError(f"{run.path} already holds checkpoints ({held}) that training again would overwrite: to continue a killed run pass --resume "
                           "(or set training.resume to {is_resume: true, checkpoint_path: checkpoints/last.ckpt, load_only_model_state: false}); "
                           f"to start afresh delete {run.checkpoints}; or generate a new experiment")
+    if run.model_ckpt.is_file():
+        raise ConfigError(f"{run.path} has finished (checkpoints/model.ckpt is written at the end): training it again from its own {r.checkpoint_path} "
+                          f"would overwrite its checkpoints ({held}) and metrics; to train it further, {_train_further(run, kind)}")
+    raise ConfigError(f"{run.path}: training.resume.load_only_model_state: true starts a new optimizer and schedule from its own {r.checkpoint_path}, "
+                      f"which would overwrite its checkpoints ({held}) and metrics: set load_only_model_state: false to continue the run exactly where "
+                      f"{r.checkpoint_path} left it, or {_train_further(run, kind)}")
 
 def resume_own(run:RunDir, cfg:TxcConfig)->TxcConfig:
     "`cfg` set to continue `run` exactly from its own `last.ckpt`, full training state included: what `--resume` does."
