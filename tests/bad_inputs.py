@@ -148,7 +148,7 @@ def _train(kind, name, edit=None, **kw):
 
 def _bad(ws, name, content=None)->Path:
     "ws/bad/name, written with `content` (str or bytes) when given."
-    p = ws / 'bad' / name; p.parent.mkdir(exist_ok=True)
+    p = ws / 'bad' / name; p.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, bytes): p.write_bytes(content)
     elif content is not None: p.write_text(content)
     return p
@@ -316,6 +316,9 @@ CASES = [
     Case('resume_arch', 'resuming a 1-layer checkpoint into 2 layers (`strict: true`)',
          **_train('pretraining', 'res_arch', lambda c: (set_keys(architecture__num_layers=2)(c), resume_keys(checkpoint_path='../pre/checkpoints/last.ckpt')(c))),
          needles=('last.ckpt does not match the model', 'missing keys: encoder.blocks.1.', 'strict: false')),
+    Case('resume_partial_full', 'continuing the full state into 2 layers with `strict: false` (only part of the weights fit)',
+         **_train('pretraining', 'res_part', lambda c: (set_keys(architecture__num_layers=2)(c), resume_keys(checkpoint_path='../pre/checkpoints/last.ckpt', strict=False, load_only_model_state=False)(c))),
+         needles=('training.resume.strict: false loaded only part of', 'last.ckpt', 'load_only_model_state: true')),
     Case('rerun_finished', '`train.py` again on a finished run (a reused or mistyped name)', argv=['train.py', '-n', 'pre', '-m', 'pretraining'],
          needles=('experiments/pretraining/pre already holds checkpoints', 'model.ckpt', 'checkpoint_path: checkpoints/last.ckpt')),
     Case('rerun_finished_own', 'a finished run set to resume from its own `best-model.ckpt`', argv=['train.py', '-n', 'pre', '-m', 'pretraining'],
@@ -348,6 +351,10 @@ CASES = [
          needles=('nope.pt', 'not found')),
     Case('predict_score_stale', '`txc predict --score` of a dataset made with another vocab than the run\'s', argv=['txc', 'predict', '-n', 'ft', '--score', 'bad/stale/train.pt'],
          setup=_other_vocab_dataset, needles=('bad/stale/train.pt was tokenized with another vocab than vocab', 'txc prepare')),
+    Case('predict_score_classes', '`txc predict --score` of a dataset whose labels.json has a class the run does not predict', argv=['txc', 'predict', '-n', 'ft', '--score', 'bad/cls/val.pt'],
+         setup=lambda ws: (_bad(ws, 'cls/labels.json', '["other", "boats"]'), shutil.copy(ws / 'data' / 'val.pt', ws / 'bad' / 'cls' / 'val.pt')),
+         needles=("classes the run(s) do not predict ('boats'", "'other', 'games'")),
+    Case('bench_device', '`txc bench --device gpu`', argv=['txc', 'bench', '--device', 'gpu'], needles=('--device', "'gpu'", 'cpu, cuda or cuda:N')),
     Case('predict_retrained_vocab', '`txc predict` of a run whose vocab was since trained again in place', argv=['txc', 'predict', '-n', 'ft', '--text', 'chess game'],
          setup=_retrain_vocab, needles=('ft/checkpoints/model.ckpt was trained with another vocab than vocab', 'tokenizer.vocab_dir')),
     Case('predict_ensemble', '`txc predict -n ft -n OTHER` of runs with different class names', argv=['txc', 'predict', '-n', 'ft', '-n', 'bad/ft_swapped', '--text', 'hi'],

@@ -84,7 +84,7 @@ def full_state(t, config:dict)->dict:
     sched = t.sched.state_dict() if t.sched is not None else None
     epoch, pos = (t.epoch + 1, 0) if t.batch_in_epoch >= t.n_batches else (t.epoch, t.batch_in_epoch)   # a finished epoch
     trainer = dict(epoch=epoch, step=t.step, step_offset=t.step_offset, batch_in_epoch=pos, world_size=len(rngs),
-                   best_val_loss=getattr(t, 'best_val_loss', math.inf), bad_evals=getattr(t, 'bad_evals', 0))
+                   best_val_loss=getattr(t, 'best_val_loss', math.inf), bad_evals=getattr(t, 'bad_evals', 0), evals_done=getattr(t, 'evals_done', {}))
     return dict(format='txc', kind='full', config=config, model=t.raw_model.state_dict(), optimizer=t.opt.state_dict(),
                 scheduler=sched, scaler=t.precision.scaler.state_dict(), trainer=trainer, rng=rngs)
 
@@ -117,7 +117,7 @@ def check_checkpoint_vocab(ck:dict, vocab_dir, source:str='checkpoint'):
 # %% ../nbs/07e_checkpoint.ipynb #d70f8b0b
 def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     "Load checkpoint `ck` into trainer `t`: weights, and unless `load_only_model_state`, the full state."
-    load_model_state(t.raw_model, ck['model'], rcfg.strict, source)
+    diff = load_model_state(t.raw_model, ck['model'], rcfg.strict, source)
     if rcfg.load_only_model_state:          # fresh optimizer and schedule; the step count goes on from the checkpoint's
         tr = ck.get('trainer', {})
         t.step_offset = ck.get('step', tr.get('step', 0) + tr.get('step_offset', 0))
@@ -125,12 +125,15 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     if ck.get('kind') != 'full':
         raise ConfigError(f"training.resume.load_only_model_state is false but {source} holds weights only: point checkpoint_path "
                           "at checkpoints/last.ckpt or best-model.ckpt, or set load_only_model_state: true")
+    if any(diff.values()):                  # Adam's moments are shaped like the checkpoint's weights: a partial load cannot continue them
+        raise ConfigError(f"training.resume.strict: false loaded only part of {source}, so its optimizer state does not fit this model: "
+                          "set training.resume.load_only_model_state: true to start a fresh optimizer from the weights that match")
     try: t.opt.load_state_dict(ck['optimizer'])
     except ValueError as e: raise TxcError(f"{source}: optimizer state does not fit this model ({e}); set load_only_model_state: true") from None
     if t.sched is not None and ck['scheduler'] is not None: t.sched.load_state_dict(ck['scheduler'])
     if ck['scaler']: t.precision.scaler.load_state_dict(ck['scaler'])
     for k in ('epoch', 'step', 'batch_in_epoch', 'best_val_loss', 'bad_evals'): setattr(t, k, ck['trainer'][k])
-    t.step_offset = ck['trainer'].get('step_offset', 0)
+    t.step_offset, t.evals_done = ck['trainer'].get('step_offset', 0), ck['trainer'].get('evals_done', {})
     env = dist_env()
     if ck['trainer']['world_size'] != env.world_size:
         warnings.warn(f"{source} was written by {ck['trainer']['world_size']} process(es), this run has {env.world_size}: training continues, but not bit-identically")

@@ -4,17 +4,17 @@
 
 # %% ../nbs/10_cli.ipynb #f4c33c49
 from __future__ import annotations
-import argparse, json, os, sys, time, warnings
+import argparse, json, os, re, sys, time, warnings
 from pathlib import Path
 
 from .config import TxcError, DataError, PRESETS
 from .config_io import load_config, config_to_yaml
 
 # %% auto #0
-__all__ = ['COMMANDS', 'at_least', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check', 'cmd_check',
-           'add_train', 'add_train_args', 'cmd_train', 'add_predict', 'read_lines', 'cmd_predict', 'add_quickstart',
-           'cmd_quickstart', 'add_bench', 'cmd_bench', 'Parser', 'build_parser', 'guarded', 'finish', 'main',
-           'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
+__all__ = ['COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check',
+           'cmd_check', 'add_train', 'add_train_args', 'cmd_train', 'add_predict', 'read_lines', 'dataset_classes',
+           'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench', 'Parser', 'build_parser',
+           'guarded', 'finish', 'main', 'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
 def at_least(low:int):
@@ -24,6 +24,11 @@ def at_least(low:int):
         return v
     int_.__name__ = 'int'
     return int_
+
+def device_name(s:str)->str:
+    "An argparse type: 'cpu', 'cuda' or 'cuda:N', so that a typo is a usage error, not a traceback from torch."
+    if not re.fullmatch(r'cpu|cuda(:\d+)?', s): raise argparse.ArgumentTypeError(f'{s!r}: use cpu, cuda or cuda:N')
+    return s
 
 def add_tokenizer(sub):
     p = sub.add_parser('tokenizer', help='train a WordPiece vocab from text files into a vocab dir')
@@ -91,7 +96,7 @@ def add_train_args(p:argparse.ArgumentParser):
     p.add_argument('-n', '--name', required=True, help='experiment name')
     p.add_argument('-m', '--mode', required=True, choices=['pretraining', 'finetuning'], help='pretraining or finetuning')
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
-    p.add_argument('--resume', action='store_true', help="continue the run from its checkpoints/last.ckpt (after Ctrl-C or a crash), exactly where it stopped")
+    p.add_argument('--resume', action='store_true', help="continue the run from its checkpoints/last.ckpt (after Ctrl-C or a crash), exactly where it stopped; without one, from best-model.ckpt")
 
 def cmd_train(args):
     from txc.experiments import train_experiment
@@ -117,6 +122,15 @@ def read_lines(src:str, text_field:str='text')->list[str]:
     try: return [l for l in raw.decode('utf-8').splitlines() if l.strip()]
     except UnicodeDecodeError as e: raise _not_utf8('stdin' if src == '-' else src, e) from None
 
+def dataset_classes(dataset_path)->list[str]|None:
+    "The class names, in id order, of the `labels.json` that `txc prepare` wrote beside a dataset, or None."
+    p = Path(dataset_path).parent / 'labels.json'
+    if not p.is_file(): return None
+    try: names = json.loads(p.read_text(encoding='utf-8'))
+    except (ValueError, UnicodeDecodeError) as e: names = e
+    if not isinstance(names, list): raise DataError(f"{p} (the class names of {dataset_path}) is not a JSON list of class names ({names})")
+    return [str(n) for n in names]
+
 def cmd_predict(args):
     from txc.predict import Predictor, Ensemble
     from txc.experiments import RunDir
@@ -129,9 +143,9 @@ def cmd_predict(args):
         from txc.data import load_tensor_dataset, check_same_vocab
         members = getattr(predictor, 'members', [predictor])
         for m in members: check_same_vocab(args.score, m.vocab_dir)
-        vocab = min(m.tokenizer.vocab_size for m in members)
-        ds = load_tensor_dataset(args.score, num_labels=len(predictor.labels), require_labels=True, vocab_size=vocab)
-        print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds))))
+        vocab, names = min(m.tokenizer.vocab_size for m in members), dataset_classes(args.score)
+        ds = load_tensor_dataset(args.score, num_labels=len(names or predictor.labels), require_labels=True, vocab_size=vocab)
+        print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds, names))))
         return
     for text, p in zip(texts, predictor.predict(texts)):
         print(json.dumps(dict(text=text, **p)))
@@ -159,7 +173,7 @@ def add_bench(sub):
     p.add_argument('--batch-size', type=at_least(1), default=32)
     p.add_argument('--max-length', type=at_least(2), default=128)
     p.add_argument('--threads', type=at_least(1), default=None, help='torch threads (default: torch decides)')
-    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    p.add_argument('--device', type=device_name, default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
     p.add_argument('--compile', action='store_true', help='run the txc side through torch.compile (compile time not counted)')
     p.add_argument('--layout', nargs='+', default=['auto'], choices=['auto', 'packed', 'padded'],
                    help="txc encoder layouts: 'packed' (real tokens only; the CPU default), 'padded' (every slot; the GPU default)")

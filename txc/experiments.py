@@ -148,13 +148,17 @@ def check_no_overwrite(run:RunDir, cfg:TxcConfig):
                       f"{r.checkpoint_path} left it, or {_train_further(run, kind)}")
 
 def resume_own(run:RunDir, cfg:TxcConfig)->TxcConfig:
-    "`cfg` set to continue `run` exactly from its own `last.ckpt`, full training state included: what `--resume` does."
+    "`cfg` set to continue `run` exactly from its own `last.ckpt` (else `best-model.ckpt`), full training state included: what `--resume` does."
     if (run.checkpoints / 'model.ckpt').is_file():
         raise ConfigError(f"--resume: {run.path} has finished (checkpoints/model.ckpt is written at the end), so there is nothing to continue; "
                           "to train it further, generate a new experiment that starts from it (generate_pretraining_experiment.py -rp)")
-    if not (run.checkpoints / 'last.ckpt').is_file():
+    name = next((n for n in ('last.ckpt', 'best-model.ckpt') if (run.checkpoints / n).is_file()), None)
+    if name is None:
         raise ConfigError(f"--resume: {run.path} holds no checkpoints/last.ckpt to continue from (it stopped before its first checkpoint): leave out --resume to start it")
-    cfg.training.resume = ResumeConfig(is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_only_model_state=False,
+    if name == 'best-model.ckpt':          # no periodic checkpoints (checkpoint_every_n_steps: null): the best evaluation is the latest full state
+        warnings.warn(f"--resume: {run.path} has no checkpoints/last.ckpt (training.checkpoint_every_n_steps is not set), so it continues from "
+                      "best-model.ckpt, its best evaluation; the steps after that are trained again")
+    cfg.training.resume = ResumeConfig(is_resume=True, checkpoint_path=f'checkpoints/{name}', load_only_model_state=False,
                                        strict=cfg.training.resume.strict)
     return cfg
 

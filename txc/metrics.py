@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .trainer import Callback, CancelFitException, Precision
+from .trainer import Callback, Precision
 from .distributed import all_reduce_sum
 
 # %% auto #0
@@ -76,19 +76,19 @@ class EvalCB(Callback):
         self.dl, self.make_metrics, self.every, self.each_epoch, self.patience, self.split = dl, make_metrics, every_n_steps, each_epoch, patience, split
         self.track_best = track_best
         self.collate_state = dl.collate_fn.state_dict() if hasattr(dl.collate_fn, 'state_dict') else None
-        self.last_step = None
     def before_fit(self, t):
         if not hasattr(t, 'best_val_loss'): t.best_val_loss, t.bad_evals = math.inf, 0
+    def done(self, t)->bool: return getattr(t, 'evals_done', {}).get(self.split) == t.step   # this split at this step (a checkpoint keeps it)
     def after_step(self, t):
         if self.every and t.step % self.every == 0: self.run(t)
     def after_epoch(self, t):
-        if self.each_epoch and self.last_step != t.step: self.run(t)
+        if self.each_epoch and not self.done(t): self.run(t)
     def after_fit(self, t):
-        if self.last_step != t.step: self.run(t, stop=False)
+        if not self.done(t): self.run(t, stop=False)
 
 # %% ../nbs/07c_metrics.ipynb #e654e57d
 def _run(self:EvalCB, t, stop:bool=True):
-    self.last_step = t.step
+    t.evals_done = getattr(t, 'evals_done', {}) | {self.split: t.step}
     if self.collate_state is not None: self.dl.collate_fn.load_state_dict(self.collate_state)
     m = evaluate(t.raw_model, self.dl, self.make_metrics(), t.precision, t.device)
     t.eval_metrics = dict(split=self.split, step=t.global_step, epoch=t.epoch, **m)
@@ -97,5 +97,5 @@ def _run(self:EvalCB, t, stop:bool=True):
     if t.improved: t.best_val_loss, t.bad_evals = m['loss'], 0
     elif self.track_best: t.bad_evals += 1
     t.callback('after_eval')
-    if stop and self.track_best and self.patience and t.bad_evals >= self.patience: raise CancelFitException()
+    if stop and self.track_best and self.patience and t.bad_evals >= self.patience: t.stop_fit = True   # after this step's loggers
 EvalCB.run = _run

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, TxcConfig
+import json
+from torch.utils.data import TensorDataset
+from .config import ConfigError, DataError, TxcConfig
+from .data import vocab_sha256
 from .config_io import config_error
 from .heads import Classifier
 from .checkpoint import load_checkpoint, load_model_state, check_checkpoint_vocab
@@ -102,13 +105,26 @@ def _log_proba_ids(self, input_ids:torch.Tensor, attention_mask:torch.Tensor, ba
            for i in range(0, len(input_ids), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
+def _one_vocab(members:list[Predictor]):
+    "DataError unless the members share one vocab (by `vocab.txt`): rows of token ids mean one thing only with one vocab."
+    shas = {m.vocab_dir: vocab_sha256(m.vocab_dir) for m in members if getattr(m, 'vocab_dir', None)}
+    if len(set(shas.values())) > 1:
+        raise DataError(f"the runs use different vocabs ({', '.join(f'{d}: {s and s[:12]}' for d, s in shas.items())}), so one dataset's token ids "
+                        "would name other tokens for some of them: score them one at a time, or combine them on texts (--input) instead")
+
 def _ensemble_log_proba_ids(self, input_ids:torch.Tensor, attention_mask:torch.Tensor, batch_size:int=64)->torch.Tensor:
-    "The members' mean log-probabilities of tokenized rows, renormalised, (N, num_labels)."
+    "The members' mean log-probabilities of tokenized rows, renormalised, (N, num_labels); the members must share one vocab."
+    _one_vocab(self.members)
     return torch.stack([m.log_proba_ids(input_ids, attention_mask, batch_size) for m in self.members]).mean(0).log_softmax(-1)
 
-def _score(self, ds)->dict:
-    "test.csv's metrics (loss, accuracy, macro-F1, per-class F1, confusion) on a labelled TensorDataset of this vocab."
+def _score(self, ds, names:list[str]|None=None)->dict:
+    "test.csv's metrics (loss, accuracy, macro-F1, per-class F1, confusion) on a labelled TensorDataset of this vocab; `names`: its class names in id order."
     ids, mask, y = ds.tensors
+    if names is not None and list(names) != self.labels:                 # the dataset numbers the classes its own way: score by name
+        if unknown := [n for n in names if n not in self.labels]:
+            raise DataError(f"the dataset has classes the run(s) do not predict ({', '.join(map(repr, unknown[:5]))}; they predict "
+                            f"{', '.join(map(repr, self.labels))}): score it with runs finetuned on its classes")
+        y = torch.tensor([self.labels.index(n) for n in names])[y]
     m = ClassificationMetrics(len(self.labels), label_names=self.labels)
     m.update(self.log_proba_ids(ids, mask), y)
     return m.compute()

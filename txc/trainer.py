@@ -99,6 +99,7 @@ class Trainer:
         self.epoch = self.step = self.batch_in_epoch = 0
         self.step_offset = 0   # steps of the run this one continues from with weights only (resume -rp)
         self.stop_requested = self.stop_agreed = False   # a callback asks to stop; `stop_agreed`: some rank asked, known to all
+        self.stop_fit = False     # set by a callback: the fit ends once every callback of the current event has run (early stopping)
 
     def callback(self, event:str): run_cbs(self.cbs, event, self)
 
@@ -129,7 +130,7 @@ class Trainer:
 def _fit(self:Trainer):
     "Train from the current (epoch, batch_in_epoch) to the end."
     with self.cb_ctx('fit', CancelFitException):
-        while self.epoch < self.epochs and not (self.max_steps and self.step >= self.max_steps):
+        while self.epoch < self.epochs and not self.stop_fit and not (self.max_steps and self.step >= self.max_steps):
             with self.cb_ctx('epoch', CancelEpochException): self.one_epoch()
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
@@ -181,6 +182,6 @@ def _optimizer_step(self:Trainer):
     if self.sched is not None: self.sched.step()
     self.step += 1
     self.callback('after_step')
-    if self.max_steps and self.step >= self.max_steps: raise CancelFitException()
+    if self.stop_fit or (self.max_steps and self.step >= self.max_steps): raise CancelFitException()
 
 Trainer.micro_step, Trainer.optimizer_step = _micro_step, _optimizer_step
