@@ -142,3 +142,20 @@ def test_run_error_is_shown_not_raised(root):
     assert p.wait(300)
     assert 'nowhere.pt' in str(p.error) and 'nowhere.pt' in p.message and 'color:#c00' in p.status.value
     assert not p.running and not p.launch_btn.disabled  # the panel is usable again
+
+
+def test_launch_refuses_to_overwrite_a_finished_run(root):
+    "Launching a finished run again is refused with train_experiment's message, as `txc train -n NAME` refuses it; nothing is written."
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'finished', **{'training.max_steps': 2})
+    p.launch_btn.click()
+    assert p.wait(300) and p.error is None, p.message
+    run = root / 'pretraining' / 'finished'
+    files = [run / 'config.yaml', *sorted(run.rglob('*.ckpt')), *sorted(run.rglob('*.csv'))]
+    before = [f.stat().st_mtime_ns for f in files]
+    assert p.source.value == 'finished' and not p.launch_btn.disabled
+    thread = p.thread
+    p.launch_btn.click()
+    assert p.thread is thread and not p.running
+    assert 'already holds checkpoints' in p.message and 'color:#c00' in p.status.value
+    assert [f.stat().st_mtime_ns for f in files] == before

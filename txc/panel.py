@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from .config import PRESETS, ConfigError, TxcConfig, TxcError
 from .config_io import field_errors, get_key, load_config, save_config, with_edits
-from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment
+from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite
 from .trainer import Callback, CancelFitException
 from .loggers import flat_metrics
 from .training import train
@@ -179,8 +179,11 @@ RunPanel.save = _save
 
 # %% ../nbs/09_panel.ipynb #353dff85
 def _launch(self:RunPanel)->Optional[threading.Thread]:
-    "Save, then train the experiment in a background thread."
+    "Save, then train the experiment in a background thread; refuse, as `txc train` does, to overwrite its checkpoints."
     if self.running: self.set_status('a run is in progress: stop it first', error=True); return None
+    if (cfg := self.validate()) is not None:      # before saving: a refused launch writes nothing
+        try: check_no_overwrite(RunDir.of(cfg.experiment.name, self.kind.value, self.root), cfg)
+        except ConfigError as e: self.set_status(str(e), error=True); return None
     if (path := self.save()) is None: return None
     cfg = with_edits(load_config(path), {'logging.progress_bar': False})     # the panel shows its own progress
     self.run_dir, self.trainer, self.error, self.stopped = path.parent, None, None, False
