@@ -159,3 +159,19 @@ def test_launch_refuses_to_overwrite_a_finished_run(root):
     assert p.thread is thread and not p.running
     assert 'already holds checkpoints' in p.message and 'color:#c00' in p.status.value
     assert [f.stat().st_mtime_ns for f in files] == before
+
+
+def test_save_does_not_edit_a_run_with_checkpoints(root):
+    "A run that holds checkpoints keeps the config.yaml they were trained with: Save asks for a new name; saving unchanged writes nothing."
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'kept', **{'training.max_steps': 2})
+    p.launch_btn.click()
+    assert p.wait(300) and p.error is None, p.message
+    cfg_path = root / 'pretraining' / 'kept' / 'config.yaml'
+    text, mtime = cfg_path.read_text(), cfg_path.stat().st_mtime_ns
+    p.save_btn.click()
+    assert 'nothing changed' in p.message and cfg_path.stat().st_mtime_ns == mtime
+    p.w['training.lr'].value = 0.0042; p.save_btn.click()
+    assert 'change the name' in p.message and 'color:#c00' in p.status.value and cfg_path.read_text() == text
+    p.w['experiment.name'].value = 'kept_copy'; p.save_btn.click()
+    assert p.source.value == 'kept_copy' and load_config(root / 'pretraining' / 'kept_copy' / 'config.yaml').training.lr == 0.0042

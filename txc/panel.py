@@ -21,7 +21,7 @@ from .training import train
 from .plots import eval_table, plot_curves
 
 # %% auto #0
-__all__ = ['FIELDS', 'CONTINUE', 'PanelCB', 'RunPanel']
+__all__ = ['FIELDS', 'CONTINUE', 'PanelCB', 'RunPanel', 'check_in_place_edit']
 
 # %% ../nbs/09_panel.ipynb #28f186ac
 class PanelCB(Callback):
@@ -158,21 +158,34 @@ def _validate(self:RunPanel)->Optional[TxcConfig]:
 
 RunPanel.edits, RunPanel.validate = _edits, _validate
 
+# %% ../nbs/09_panel.ipynb #0f9decb3
+def check_in_place_edit(run:RunDir, old:TxcConfig, new:TxcConfig):
+    "ConfigError if saving `new` over `old` in `run` would change the config of checkpoints the run already holds (ticking *continue* may)."
+    held = sorted(p.name for p in run.checkpoints.glob('*.ckpt'))
+    cont = new.training.resume.model_dump(include=set(CONTINUE)) == CONTINUE
+    same_run = new.model_dump(exclude={'training': {'resume'}}) == old.model_dump(exclude={'training': {'resume'}})
+    if held and new != old and not (cont and same_run):
+        raise ConfigError(f"{run.config}: {run.path} already holds checkpoints ({', '.join(held)}) that this config describes, so it is not edited in place: "
+                          "change the name to save the edits as a new experiment (the one edit saved in place is ticking 'continue' on a stopped run)")
+
 # %% ../nbs/09_panel.ipynb #bf20177c
 def _save(self:RunPanel)->Optional[Path]:
-    "Write the edited config through the generators; returns its path (None and a message if invalid)."
+    "Write the edited config through the generators; returns its path (None and a message if invalid or refused)."
     if self.validate() is None: self.set_status('fix the fields marked in red first', error=True); return None
     kind, name, src = self.kind.value, self.w['experiment.name'].value, self.source.value
     try:
-        if src == name: path, cfg = RunDir.of(name, kind, self.root).config, self.config
+        path = RunDir.of(name, kind, self.root).config
+        if src == name:
+            cfg, old = self.config, load_config(path)
+            check_in_place_edit(RunDir(path.parent), old, cfg)
         else:
-            path = (generate_pretraining_experiment(name, root=self.root) if kind == 'pretraining' else
-                    generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root))
-            cfg = with_edits(self.base if src else load_config(path), self.edits())
-        save_config(cfg, path)
+            (generate_pretraining_experiment(name, root=self.root) if kind == 'pretraining' else
+             generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root))
+            cfg, old = with_edits(self.base if src else load_config(path), self.edits()), None
+        if cfg != old: save_config(cfg, path)
     except (TxcError, ValidationError) as e: self.set_status(str(e), error=True); return None
     with self.mute(): self.source.options = [('new from template', '')] + _pairs(experiment_names(self.root, kind)); self.source.value = name
-    self._load(); self.set_status(f'saved {path}')
+    self._load(); self.set_status(f'saved {path}' if cfg != old else f'{path}: nothing changed, nothing written')
     return path
 
 RunPanel.save = _save
