@@ -175,3 +175,21 @@ def test_save_does_not_edit_a_run_with_checkpoints(root):
     assert 'change the name' in p.message and 'color:#c00' in p.status.value and cfg_path.read_text() == text
     p.w['experiment.name'].value = 'kept_copy'; p.save_btn.click()
     assert p.source.value == 'kept_copy' and load_config(root / 'pretraining' / 'kept_copy' / 'config.yaml').training.lr == 0.0042
+
+
+def test_changing_the_pretrained_run_takes_its_architecture(root):
+    "An existing finetuning run re-pointed at another pretraining run gets that run's tokenizer and architecture, as generate_finetuning_experiment -p copies them."
+    from txc.experiments import generate_finetuning_experiment
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'preA'); p.save_btn.click()
+    new_run(p, 'pretraining', 'preB', **{'architecture.preset': 'tiny'}); p.save_btn.click()
+    new_run(p, 'finetuning', 'ft_b', **{'pretrained_experiment.name': 'preB'}); p.save_btn.click()
+    assert load_config(root / 'finetuning' / 'ft_b' / 'config.yaml').architecture.hidden_size == 128
+    p.source.value = 'ft_b'; p.w['experiment.name'].value = 'ft_a'
+    p.w['pretrained_experiment.name'].value = 'preA'
+    p.save_btn.click()
+    ft, gen = load_config(root / 'finetuning' / 'ft_a' / 'config.yaml'), load_config(generate_finetuning_experiment('ft_a_gen', 'preA', root=root))
+    assert (ft.tokenizer, ft.architecture, ft.pretrained_experiment) == (gen.tokenizer, gen.architecture, gen.pretrained_experiment)
+    assert ft.architecture.hidden_size == 32
+    p.source.value = 'ft_b'  # choosing the other run again shows its own pretrained run, not the last one picked
+    assert (p.w['pretrained_experiment.name'].value, p.config.architecture.hidden_size) == ('preB', 128)
