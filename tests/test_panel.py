@@ -142,3 +142,54 @@ def test_run_error_is_shown_not_raised(root):
     assert p.wait(300)
     assert 'nowhere.pt' in str(p.error) and 'nowhere.pt' in p.message and 'color:#c00' in p.status.value
     assert not p.running and not p.launch_btn.disabled  # the panel is usable again
+
+
+def test_launch_refuses_to_overwrite_a_finished_run(root):
+    "Launching a finished run again is refused with train_experiment's message, as `txc train -n NAME` refuses it; nothing is written."
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'finished', **{'training.max_steps': 2})
+    p.launch_btn.click()
+    assert p.wait(300) and p.error is None, p.message
+    run = root / 'pretraining' / 'finished'
+    files = [run / 'config.yaml', *sorted(run.rglob('*.ckpt')), *sorted(run.rglob('*.csv'))]
+    before = [f.stat().st_mtime_ns for f in files]
+    assert p.source.value == 'finished' and not p.launch_btn.disabled
+    thread = p.thread
+    p.launch_btn.click()
+    assert p.thread is thread and not p.running
+    assert 'already holds checkpoints' in p.message and 'color:#c00' in p.status.value
+    assert [f.stat().st_mtime_ns for f in files] == before
+
+
+def test_save_does_not_edit_a_run_with_checkpoints(root):
+    "A run that holds checkpoints keeps the config.yaml they were trained with: Save asks for a new name; saving unchanged writes nothing."
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'kept', **{'training.max_steps': 2})
+    p.launch_btn.click()
+    assert p.wait(300) and p.error is None, p.message
+    cfg_path = root / 'pretraining' / 'kept' / 'config.yaml'
+    text, mtime = cfg_path.read_text(), cfg_path.stat().st_mtime_ns
+    p.save_btn.click()
+    assert 'nothing changed' in p.message and cfg_path.stat().st_mtime_ns == mtime
+    p.w['training.lr'].value = 0.0042; p.save_btn.click()
+    assert 'change the name' in p.message and 'color:#c00' in p.status.value and cfg_path.read_text() == text
+    p.w['experiment.name'].value = 'kept_copy'; p.save_btn.click()
+    assert p.source.value == 'kept_copy' and load_config(root / 'pretraining' / 'kept_copy' / 'config.yaml').training.lr == 0.0042
+
+
+def test_changing_the_pretrained_run_takes_its_architecture(root):
+    "An existing finetuning run re-pointed at another pretraining run gets that run's tokenizer and architecture, as generate_finetuning_experiment -p copies them."
+    from txc.experiments import generate_finetuning_experiment
+    p = RunPanel(root)
+    new_run(p, 'pretraining', 'preA'); p.save_btn.click()
+    new_run(p, 'pretraining', 'preB', **{'architecture.preset': 'tiny'}); p.save_btn.click()
+    new_run(p, 'finetuning', 'ft_b', **{'pretrained_experiment.name': 'preB'}); p.save_btn.click()
+    assert load_config(root / 'finetuning' / 'ft_b' / 'config.yaml').architecture.hidden_size == 128
+    p.source.value = 'ft_b'; p.w['experiment.name'].value = 'ft_a'
+    p.w['pretrained_experiment.name'].value = 'preA'
+    p.save_btn.click()
+    ft, gen = load_config(root / 'finetuning' / 'ft_a' / 'config.yaml'), load_config(generate_finetuning_experiment('ft_a_gen', 'preA', root=root))
+    assert (ft.tokenizer, ft.architecture, ft.pretrained_experiment) == (gen.tokenizer, gen.architecture, gen.pretrained_experiment)
+    assert ft.architecture.hidden_size == 32
+    p.source.value = 'ft_b'  # choosing the other run again shows its own pretrained run, not the last one picked
+    assert (p.w['pretrained_experiment.name'].value, p.config.architecture.hidden_size) == ('preB', 128)

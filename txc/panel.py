@@ -12,16 +12,16 @@ from typing import Optional
 import ipywidgets as W
 from pydantic import ValidationError
 
-from .config import PRESETS, ConfigError, TxcConfig, TxcError
+from .config import PRESETS, ConfigError, PretrainedExperimentConfig, TxcConfig, TxcError
 from .config_io import field_errors, get_key, load_config, save_config, with_edits
-from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment
+from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite
 from .trainer import Callback, CancelFitException
 from .loggers import flat_metrics
 from .training import train
 from .plots import eval_table, plot_curves
 
 # %% auto #0
-__all__ = ['FIELDS', 'CONTINUE', 'PanelCB', 'RunPanel']
+__all__ = ['FIELDS', 'CONTINUE', 'PanelCB', 'RunPanel', 'check_in_place_edit']
 
 # %% ../nbs/09_panel.ipynb #28f186ac
 class PanelCB(Callback):
@@ -89,7 +89,7 @@ class RunPanel:
 def _wire(self:RunPanel):
     self.kind.observe(lambda c: self._sources(), 'value')
     self.source.observe(lambda c: None if self._filling else self._load(), 'value')
-    self.w['pretrained_experiment.name'].observe(lambda c: None if self._filling or self.source.value else self._load(keep_name=True), 'value')
+    self.w['pretrained_experiment.name'].observe(lambda c: None if self._filling else self._repoint(), 'value')
     for w in [*self.w.values(), self.cont]: w.observe(lambda c: self.validate(), 'value')
     self.save_btn.on_click(lambda b: self.save()); self.launch_btn.on_click(lambda b: self.launch()); self.stop_btn.on_click(lambda b: self.stop())
     self.widget = W.VBox([self.kind, self.source, *self.rows.values(), self.cont, self.errors[''],
@@ -108,31 +108,37 @@ RunPanel._wire, RunPanel._sources = _wire, _sources
 RunPanel._repr_mimebundle_ = lambda self, **kw: self.widget._repr_mimebundle_(**kw)
 
 # %% ../nbs/09_panel.ipynb #4392ab35
-def _base(self:RunPanel)->TxcConfig:
-    "The config being edited: the chosen experiment's, or the template as the generator will write it."
+def _base(self:RunPanel, pre:Optional[str]=None)->TxcConfig:
+    "The config being edited: the chosen experiment's or the template; with `pre`, set to start from that pretraining run as the generator does."
     kind, src = self.kind.value, self.source.value
-    if src: return load_config(RunDir.of(src, kind, self.root).config)
-    cfg = load_config(template_path(kind, self.root))
-    pre = self.w['pretrained_experiment.name'].value
+    cfg = load_config(RunDir.of(src, kind, self.root).config if src else template_path(kind, self.root))
     if kind == 'finetuning' and pre:
         p = load_config(RunDir.of(pre, 'pretraining', self.root).config)
-        cfg = cfg.model_copy(update=dict(tokenizer=p.tokenizer, architecture=p.architecture))
+        cfg = cfg.model_copy(update=dict(tokenizer=p.tokenizer, architecture=p.architecture, pretrained_experiment=PretrainedExperimentConfig(name=pre)))
     return cfg
 
-def _load(self:RunPanel, keep_name:bool=False):
-    try: self.base = self._base()
+def _load(self:RunPanel):
+    "Copy the base config into the fields (a new finetuning run: from the template and the pretrained run chosen so far)."
+    try: self.base = self._base(None if self.source.value else self.w['pretrained_experiment.name'].value)
     except TxcError as e: self.base = None; self.set_status(str(e), error=True); return
     with self.mute():
         for k, w in self.w.items():
-            if (k == 'experiment.name' and keep_name) or (k == 'pretrained_experiment.name' and not self.source.value): continue
+            if k == 'pretrained_experiment.name' and not self.source.value: continue
             v = _to_widget(k, get_key(self.base, k))
             if isinstance(w, W.Dropdown) and v not in [o[1] for o in w.options]: w.options = [*w.options, (str(v), v)]
             w.value = v
-        if not self.source.value and not keep_name: self.w['experiment.name'].value = ''
+        if not self.source.value: self.w['experiment.name'].value = ''
         self.cont.value = self.base.training.resume.model_dump(include=set(CONTINUE)) == CONTINUE
     self.validate()
 
-RunPanel._base, RunPanel._load = _base, _load
+def _repoint(self:RunPanel):
+    "Another pretrained run was chosen: take its tokenizer and architecture into the base, keep the other fields as edited."
+    try: self.base = self._base(self.w['pretrained_experiment.name'].value)
+    except TxcError as e: self.base = None; self.set_status(str(e), error=True); return
+    with self.mute(): self.w['architecture.preset'].value = self.base.architecture.preset
+    self.validate()
+
+RunPanel._base, RunPanel._load, RunPanel._repoint = _base, _load, _repoint
 
 # %% ../nbs/09_panel.ipynb #c52cf107
 def _edits(self:RunPanel)->dict:
@@ -158,29 +164,45 @@ def _validate(self:RunPanel)->Optional[TxcConfig]:
 
 RunPanel.edits, RunPanel.validate = _edits, _validate
 
+# %% ../nbs/09_panel.ipynb #0f9decb3
+def check_in_place_edit(run:RunDir, old:TxcConfig, new:TxcConfig):
+    "ConfigError if saving `new` over `old` in `run` would change the config of checkpoints the run already holds (ticking *continue* may)."
+    held = sorted(p.name for p in run.checkpoints.glob('*.ckpt'))
+    cont = new.training.resume.model_dump(include=set(CONTINUE)) == CONTINUE
+    same_run = new.model_dump(exclude={'training': {'resume'}}) == old.model_dump(exclude={'training': {'resume'}})
+    if held and new != old and not (cont and same_run):
+        raise ConfigError(f"{run.config}: {run.path} already holds checkpoints ({', '.join(held)}) that this config describes, so it is not edited in place: "
+                          "change the name to save the edits as a new experiment (the one edit saved in place is ticking 'continue' on a stopped run)")
+
 # %% ../nbs/09_panel.ipynb #bf20177c
 def _save(self:RunPanel)->Optional[Path]:
-    "Write the edited config through the generators; returns its path (None and a message if invalid)."
+    "Write the edited config through the generators; returns its path (None and a message if invalid or refused)."
     if self.validate() is None: self.set_status('fix the fields marked in red first', error=True); return None
     kind, name, src = self.kind.value, self.w['experiment.name'].value, self.source.value
     try:
-        if src == name: path, cfg = RunDir.of(name, kind, self.root).config, self.config
+        path = RunDir.of(name, kind, self.root).config
+        if src == name:
+            cfg, old = self.config, load_config(path)
+            check_in_place_edit(RunDir(path.parent), old, cfg)
         else:
-            path = (generate_pretraining_experiment(name, root=self.root) if kind == 'pretraining' else
-                    generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root))
-            cfg = with_edits(self.base if src else load_config(path), self.edits())
-        save_config(cfg, path)
+            (generate_pretraining_experiment(name, root=self.root) if kind == 'pretraining' else
+             generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root))
+            cfg, old = with_edits(self.base if src else load_config(path), self.edits()), None
+        if cfg != old: save_config(cfg, path)
     except (TxcError, ValidationError) as e: self.set_status(str(e), error=True); return None
     with self.mute(): self.source.options = [('new from template', '')] + _pairs(experiment_names(self.root, kind)); self.source.value = name
-    self._load(); self.set_status(f'saved {path}')
+    self._load(); self.set_status(f'saved {path}' if cfg != old else f'{path}: nothing changed, nothing written')
     return path
 
 RunPanel.save = _save
 
 # %% ../nbs/09_panel.ipynb #353dff85
 def _launch(self:RunPanel)->Optional[threading.Thread]:
-    "Save, then train the experiment in a background thread."
+    "Save, then train the experiment in a background thread; refuse, as `txc train` does, to overwrite its checkpoints."
     if self.running: self.set_status('a run is in progress: stop it first', error=True); return None
+    if (cfg := self.validate()) is not None:      # before saving: a refused launch writes nothing
+        try: check_no_overwrite(RunDir.of(cfg.experiment.name, self.kind.value, self.root), cfg)
+        except ConfigError as e: self.set_status(str(e), error=True); return None
     if (path := self.save()) is None: return None
     cfg = with_edits(load_config(path), {'logging.progress_bar': False})     # the panel shows its own progress
     self.run_dir, self.trainer, self.error, self.stopped = path.parent, None, None, False
