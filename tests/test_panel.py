@@ -113,7 +113,7 @@ def test_stop_writes_full_checkpoint_and_resume_continues(root):
     assert p.trainer.step == 6 < total and 'stopped at step 6' in p.message  # the next step boundary
     ck = load_checkpoint(run / 'checkpoints' / 'last.ckpt')
     assert ck['kind'] == 'full' and ck['trainer']['step'] == 6 and ck['trainer']['batch_in_epoch'] == 6
-    assert {'optimizer', 'scheduler', 'rng'} <= set(ck) and (run / 'checkpoints' / 'model.ckpt').is_file()
+    assert {'optimizer', 'scheduler', 'rng'} <= set(ck) and not (run / 'checkpoints' / 'model.ckpt').is_file()  # stopped, not finished
     stopped_rows = read_csv(run / 'metrics' / 'train' / 'train.csv')
     assert [r['step'] for r in stopped_rows] == list(range(1, 7))
 

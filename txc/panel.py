@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from .config import PRESETS, ConfigError, PretrainedExperimentConfig, TxcConfig, TxcError
 from .config_io import field_errors, get_key, load_config, save_config, with_edits
 from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite
-from .trainer import Callback, CancelFitException
+from .trainer import Callback
+from .checkpoint import RunInterrupted
 from .loggers import flat_metrics
 from .training import train
 from .plots import eval_table, plot_curves
@@ -29,13 +30,14 @@ class PanelCB(Callback):
     order = 90
     def __init__(self, panel): self.p = panel   # the RunPanel to report to (defined below)
     def before_fit(self, t):
-        self.p.progress.max, self.p.progress.value, self.p.start_step = max(t.total_steps, 1), t.step, t.step
+        self.p.trainer, self.p.progress.max, self.p.progress.value, self.p.start_step = t, max(t.total_steps, 1), t.step, t.step
         self.p.train_rows, self.p.eval_rows, self.drawn = [], {}, 0.0
     def after_step(self, t):
         self.p.train_rows.append(dict(t.train_row)); self.p.progress.value = t.step
         self.p.set_status(f'step {t.step}/{t.total_steps}, epoch {t.epoch}, loss {t.loss:.4f}')
         if time.monotonic() - self.drawn > self.p.redraw_s: self.p.draw(); self.drawn = time.monotonic()
-        if self.p.stop_flag.is_set(): self.p.stopped = True; raise CancelFitException()
+    def before_step(self, t):                   # InterruptCB stops at the end of this step, as after Ctrl-C
+        if self.p.stop_flag.is_set(): t.stop_requested = True
     def after_eval(self, t):
         m = flat_metrics(t.eval_metrics)
         self.p.eval_rows.setdefault(m['split'], []).append(m); self.p.table.value = eval_table(self.p.eval_rows)
@@ -214,7 +216,9 @@ def _launch(self:RunPanel)->Optional[threading.Thread]:
 def _train(self:RunPanel, cfg, run_dir):
     try:
         self.trainer = train(cfg, run_dir, callbacks=[PanelCB(self), *self.callbacks])
-        self.set_status(f"{'stopped' if self.stopped else 'finished'} at step {self.trainer.step}; full checkpoint in {run_dir}/checkpoints/last.ckpt")
+        self.set_status(f"finished at step {self.trainer.step}; full checkpoint in {run_dir}/checkpoints/last.ckpt, final weights in model.ckpt")
+    except RunInterrupted as e:                   # Stop: the Ctrl-C path
+        self.stopped = True; self.set_status(f"stopped at step {e.step}; full checkpoint in {e.path}: tick 'continue' and Launch to go on")
     except Exception as e:
         self.error = e; self.set_status(f'{type(e).__name__}: {e}', error=True)
     finally: self._running(False)
@@ -223,7 +227,7 @@ RunPanel.launch, RunPanel._train = _launch, _train
 
 # %% ../nbs/09_panel.ipynb #4c94db0d
 def _stop(self:RunPanel):
-    "Ask the run to stop at the next optimizer step (a full checkpoint is written)."
+    "Ask the run to stop at the end of the step in progress, with its full state in `last.ckpt` (as Ctrl-C does)."
     self.stop_flag.set()
     if self.running: self.set_status('stopping at the next step ...')
 
