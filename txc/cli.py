@@ -133,8 +133,8 @@ def dataset_classes(dataset_path)->list[str]|None:
 
 def cmd_predict(args):
     from txc.predict import Predictor, Ensemble
-    from txc.experiments import RunDir
-    runs = [Path(n) if Path(n).is_dir() else RunDir.of(n, 'finetuning', args.root).path for n in args.name]
+    from txc.experiments import RunDir, outputs
+    runs = [Path(n) if Path(n).is_dir() else outputs(RunDir.of(n, 'finetuning', args.root)).path for n in args.name]
     texts = [] if args.score else args.text or read_lines(args.input, args.text_field)   # bad texts fail before a model loads
     if not (args.score or texts): raise DataError(f"--input {args.input}: no text to label (every line is blank)")
     if blank := [t for t in texts if not t.strip()]: raise DataError(f"--text {blank[0]!r}: an empty text has nothing to label")

@@ -13,9 +13,9 @@ from .config import ConfigError, ResumeConfig, PretrainedExperimentConfig, TxcCo
 from .config_io import apply_overrides, load_config, save_config
 
 # %% auto #0
-__all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'default_template', 'template_path', 'match_vocab',
+__all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'outputs', 'default_template', 'template_path', 'match_vocab',
            'match_labels', 'generate_pretraining_experiment', 'generate_finetuning_experiment', 'check_no_overwrite',
-           'resume_own', 'train_experiment', 'experiment_names', 'demo_texts', 'demo_experiments']
+           'resume_own', 'find_pretrained', 'train_experiment', 'experiment_names', 'demo_texts', 'demo_experiments']
 
 # %% ../nbs/08_experiments.ipynb #3b6455c2
 KINDS = ('pretraining', 'finetuning')
@@ -47,6 +47,12 @@ def check_name(name:str)->str:
     if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}', name or ''):
         raise ConfigError(f"experiment name {name!r}: use letters, digits, '.', '_' and '-' (no slashes or spaces), starting with a letter or digit")
     return name
+
+# %% ../nbs/08_experiments.ipynb #be0b5afd
+def outputs(run:RunDir, cfg:TxcConfig|None=None)->RunDir:
+    "Where the run of experiment dir `run` writes checkpoints and metrics: its config's `experiment.output_dir`, else `run` itself."
+    if cfg is None: cfg = load_config(run.config) if run.config.is_file() else None
+    return RunDir(Path(cfg.experiment.output_dir)) if cfg is not None and cfg.experiment.output_dir else run
 
 # %% ../nbs/08_experiments.ipynb #22efb82b
 def default_template(kind:str)->TxcConfig:
@@ -104,8 +110,10 @@ def generate_pretraining_experiment(name:str, resume_from:str|None=None, root=No
         old = RunDir.of(resume_from, 'pretraining', root)
         if not old.config.is_file(): raise ConfigError(f"-rp {resume_from}: no pretraining experiment at {old.path} (expected {old.config})")
         cfg = load_config(old.config)
-        cfg.training.resume = ResumeConfig(is_resume=True, resume_pretrainig_name=resume_from,
-                                           checkpoint_path=f'../{resume_from}/checkpoints/model.ckpt')
+        out = outputs(old, cfg)           # OLD's checkpoints; relative to the new run dir as the seed wrote it, unless OLD writes elsewhere
+        ckpt = f'../{resume_from}/checkpoints/model.ckpt' if out == old else str(out.model_ckpt.resolve())
+        cfg.experiment.output_dir = None  # the new run writes into its own dir, never into OLD's
+        cfg.training.resume = ResumeConfig(is_resume=True, resume_pretrainig_name=resume_from, checkpoint_path=ckpt)
     cfg.experiment.name = name
     save_config(cfg, run.config)
     return run.config
@@ -162,6 +170,14 @@ def resume_own(run:RunDir, cfg:TxcConfig)->TxcConfig:
                                        strict=cfg.training.resume.strict)
     return cfg
 
+def find_pretrained(cfg:TxcConfig, out:RunDir, root=None):
+    "Point a finetuning `cfg`'s `pretrained_experiment` (given by name) at that run's outputs when either run writes outside the experiments layout."
+    pe = cfg.pretrained_experiment
+    if cfg.experiment.kind != 'finetuning' or pe is None or not pe.name or pe.run_dir: return
+    pre = RunDir.of(pe.name, 'pretraining', root)
+    if (pre_out := outputs(pre)) != pre or out.path.resolve().parent.parent != pre.path.resolve().parent.parent:
+        pe.run_dir = str(pre_out.path)           # in memory: the lookup by name assumes both runs under one root
+
 def train_experiment(name:str, mode:str, root=None, resume:bool=False):
     "Train experiment `name` of kind `mode` under `root`, or with `resume` continue it from its last.ckpt; returns the finished Trainer."
     run = RunDir.of(name, mode, root)
@@ -171,11 +187,13 @@ def train_experiment(name:str, mode:str, root=None, resume:bool=False):
     cfg = load_config(run.config)
     if cfg.experiment.kind != mode:
         raise ConfigError(f"{run.config}: experiment.kind is {cfg.experiment.kind!r} but -m {mode} was given: use -m {cfg.experiment.kind} or fix experiment.kind")
-    if resume: resume_own(run, cfg)                # in memory: config.yaml keeps what the user wrote
-    check_no_overwrite(run, cfg)
+    out = outputs(run, cfg)                        # experiment.output_dir, else the experiment's own dir
+    if resume: resume_own(out, cfg)                # in memory: config.yaml keeps what the user wrote
+    check_no_overwrite(out, cfg)
+    find_pretrained(cfg, out, root)
     from txc.training import train                # imports torch: a typo in the config is reported before that second
     from txc.checkpoint import RunInterrupted
-    try: return train(cfg, run.path)
+    try: return train(cfg, out.path)
     except RunInterrupted as e: raise RunInterrupted(e.step, e.path, "run the same command with --resume") from None
 
 # %% ../nbs/08_experiments.ipynb #1b34b6af

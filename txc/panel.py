@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from .config import PRESETS, ConfigError, PretrainedExperimentConfig, TxcConfig, TxcError
 from .config_io import field_errors, get_key, load_config, save_config, with_edits
-from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite
+from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite, outputs, find_pretrained
 from .trainer import Callback
 from .checkpoint import RunInterrupted
 from .loggers import flat_metrics
@@ -185,11 +185,12 @@ def _save(self:RunPanel)->Optional[Path]:
         path = RunDir.of(name, kind, self.root).config
         if src == name:
             cfg, old = self.config, load_config(path)
-            check_in_place_edit(RunDir(path.parent), old, cfg)
+            check_in_place_edit(outputs(RunDir(path.parent), old), old, cfg)
         else:
             (generate_pretraining_experiment(name, root=self.root) if kind == 'pretraining' else
              generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root))
             cfg, old = with_edits(self.base if src else load_config(path), self.edits()), None
+            cfg.experiment.output_dir = None          # a copy writes into its own dir, not into its source's output_dir
         if cfg != old: save_config(cfg, path)
     except (TxcError, ValidationError) as e: self.set_status(str(e), error=True); return None
     with self.mute(): self.source.options = [('new from template', '')] + _pairs(experiment_names(self.root, kind)); self.source.value = name
@@ -203,13 +204,14 @@ def _launch(self:RunPanel)->Optional[threading.Thread]:
     "Save, then train the experiment in a background thread; refuse, as `txc train` does, to overwrite its checkpoints."
     if self.running: self.set_status('a run is in progress: stop it first', error=True); return None
     if (cfg := self.validate()) is not None:      # before saving: a refused launch writes nothing
-        try: check_no_overwrite(RunDir.of(cfg.experiment.name, self.kind.value, self.root), cfg)
+        try: check_no_overwrite(outputs(RunDir.of(cfg.experiment.name, self.kind.value, self.root), cfg), cfg)
         except ConfigError as e: self.set_status(str(e), error=True); return None
     if (path := self.save()) is None: return None
     cfg = with_edits(load_config(path), {'logging.progress_bar': False})     # the panel shows its own progress
-    self.run_dir, self.trainer, self.error, self.stopped = path.parent, None, None, False
+    out = outputs(RunDir(path.parent), cfg); find_pretrained(cfg, out, self.root)   # experiment.output_dir, as train.py does
+    self.run_dir, self.trainer, self.error, self.stopped = out.path, None, None, False
     self.stop_flag.clear(); self._running(True)
-    self.thread = threading.Thread(target=self._train, args=(cfg, path.parent), daemon=True, name=f'txc-panel-{cfg.experiment.name}')
+    self.thread = threading.Thread(target=self._train, args=(cfg, out.path), daemon=True, name=f'txc-panel-{cfg.experiment.name}')
     self.thread.start()
     return self.thread
 
