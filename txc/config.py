@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #ef32d6ec
 from __future__ import annotations
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,9 +24,27 @@ class DataError(TxcError):
     "A dataset, text file or vocab dir is missing or malformed."
 
 # %% ../nbs/00_config.ipynb #53db48df
+def _leaf_types(t)->set:
+    "The types inside an annotation: Optional[list[float]] -> {float, NoneType}."
+    args = get_args(t)
+    return set().union(*map(_leaf_types, args)) if args else {t}
+
+def _number_kind(annotation)->Optional[str]:
+    "'number' or 'integer' when a field holds floats or ints (alone, Optional, in a list or tuple), else None."
+    leaves = _leaf_types(annotation)
+    return 'number' if float in leaves else 'integer' if int in leaves else None
+
 class Section(BaseModel):
-    "Base of every config section: unknown keys are errors, assignments are validated."
+    "Base of every config section: unknown keys are errors, assignments are validated, booleans are not numbers."
     model_config = ConfigDict(extra='forbid', validate_assignment=True)
+
+    @field_validator('*', mode='before')
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        kind = _number_kind(cls.model_fields[info.field_name].annotation)
+        if kind and (isinstance(v, bool) or isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v)):
+            raise ValueError(f"Input should be a valid {kind}, not a boolean (true/false)")
+        return v
 
 # %% ../nbs/00_config.ipynb #323b7159
 class ExperimentConfig(Section):
