@@ -243,6 +243,8 @@ CASES = [
          needles=('training.lr', '= True', 'valid number, not a boolean')),
     Case('bool_epochs', '`training.epochs: true` (a boolean for an integer)', **_train('pretraining', 'ep_bool', set_keys(training__epochs=True)),
          needles=('training.epochs', '= True', 'valid integer, not a boolean')),
+    Case('seed_range', '`experiment.seed: 18446744073709551616` (beyond 64 bits)', **_train('pretraining', 'seed_big', set_keys(experiment__seed=2**64)),
+         needles=('experiment.seed', '18446744073709551616', 'less than 9223372036854775808')),
     Case('bad_choice', '`architecture.position_encoding: rotary`', **_train('pretraining', 'pos', set_keys(architecture__position_encoding='rotary')),
          needles=('architecture.position_encoding', "'rotary'", "'rope'")),
     Case('max_length', '`tokenizer.max_length: 64` > `architecture.max_position_embeddings: 32`',

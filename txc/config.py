@@ -52,7 +52,7 @@ class ExperimentConfig(Section):
     name: str = Field('experiment', description="run name; also the run directory's name")
     kind: Literal['pretraining', 'finetuning'] = Field('pretraining', description="pretraining (MLM) or finetuning (classification)")
     output_dir: Optional[str] = Field(None, description="run directory; null means experiments/<kind>/<name>")
-    seed: int = Field(42, description="seed for model init, masking, shuffling and dropout")
+    seed: int = Field(42, ge=-2**63, lt=2**63, description="seed for model init, masking, shuffling and dropout; a 64-bit signed integer, as torch.manual_seed takes")
     description: str = Field('', description="free text for your own notes")
 
 class LoggingConfig(Section):
