@@ -132,6 +132,11 @@ class Case:
 def _cfg(kind, name, edit=None, text=None):
     return lambda ws: write_config(ws, kind, name, edit, text)
 
+def _yaml_text(kind, name, old, new):
+    "A setup: the generated config as YAML text, its first `old` replaced by `new` (or `new` appended when `old` is '')."
+    text = yaml.safe_dump(base_config(kind, name), sort_keys=False)
+    return _cfg(kind, name, text=text.replace(old, new, 1) if old else text + new)
+
 def set_keys(**dotted):
     "An edit that sets config keys given as `training__lr=...` (`__` for a dot)."
     def edit(cfg):
@@ -234,12 +239,24 @@ CASES = [
          needles=('architecture', 'hidden_size=30', 'num_heads=4')),
     Case('wrong_type', '`training.batch_size: sixteen`', **_train('pretraining', 'bs_type', set_keys(training__batch_size='sixteen')),
          needles=('training.batch_size', "'sixteen'", 'valid integer')),
+    Case('bool_lr', '`training.lr: true` (a boolean for a number)', **_train('pretraining', 'lr_bool', set_keys(training__lr=True)),
+         needles=('training.lr', '= True', 'valid number, not a boolean')),
+    Case('bool_epochs', '`training.epochs: true` (a boolean for an integer)', **_train('pretraining', 'ep_bool', set_keys(training__epochs=True)),
+         needles=('training.epochs', '= True', 'valid integer, not a boolean')),
+    Case('seed_range', '`experiment.seed: 18446744073709551616` (beyond 64 bits)', **_train('pretraining', 'seed_big', set_keys(experiment__seed=2**64)),
+         needles=('experiment.seed', '18446744073709551616', 'less than 9223372036854775808')),
     Case('bad_choice', '`architecture.position_encoding: rotary`', **_train('pretraining', 'pos', set_keys(architecture__position_encoding='rotary')),
          needles=('architecture.position_encoding', "'rotary'", "'rope'")),
     Case('max_length', '`tokenizer.max_length: 64` > `architecture.max_position_embeddings: 32`',
          **_train('pretraining', 'maxlen', set_keys(tokenizer__max_length=64)), needles=('tokenizer.max_length = 64', 'max_position_embeddings = 32')),
     Case('yaml_syntax', 'YAML syntax error (a tab on line 3)', argv=['train.py', '-n', 'yaml', '-m', 'pretraining'],
          setup=_cfg('pretraining', 'yaml', text='experiment:\n  name: yaml\n\tkind: pretraining\n'), needles=('yaml/config.yaml', 'not valid YAML', 'line 3')),
+    Case('dup_section', 'section `training:` written twice (YAML keeps the last)', argv=['train.py', '-n', 'dup_section', '-m', 'pretraining'],
+         setup=_yaml_text('pretraining', 'dup_section', '', 'training:\n  epochs: 2\n'),
+         needles=('dup_section/config.yaml', 'line 30', "key 'training' is written twice (lines 18 and 30)")),
+    Case('dup_key', '`training.lr` written twice in its section', argv=['train.py', '-n', 'dup_key', '-m', 'pretraining'],
+         setup=_yaml_text('pretraining', 'dup_key', '  lr: 0.001\n', '  lr: 0.001\n  lr: 0.01\n'),
+         needles=('dup_key/config.yaml', 'line 20', "key 'lr' is written twice (lines 19 and 20)")),
     Case('wrong_mode', 'a finetuning config under `-m pretraining`', **_train('pretraining', 'kind', set_keys(experiment__kind='finetuning')),
          needles=('experiment.kind', "'finetuning'", '-m pretraining')),
     Case('device_cuda', '`training.device: cuda` on a machine without CUDA', **_train('pretraining', 'cuda', set_keys(training__device='cuda')),

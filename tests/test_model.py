@@ -185,3 +185,29 @@ def test_from_bert_weights_disagree_with_config(tmp_path):
     cfg = json.loads((tmp_path / 'config.json').read_text()); cfg['intermediate_size'] = 128
     (tmp_path / 'config.json').write_text(json.dumps(cfg))
     with pytest.raises(DataError, match='do not match config.json'): Encoder.from_bert(tmp_path)
+
+
+@pytest.mark.parametrize('name,corrupt,needle', [
+    ('heads', lambda d: _edit_json(d, num_attention_heads=5), 'config.json: hidden_size=32 is not divisible by num_attention_heads=5'),
+    ('eps', lambda d: _edit_json(d, layer_norm_eps=-1), 'config.json: layer_norm_eps = -1: Input should be greater than 0'),
+    ('not_json', lambda d: (d / 'config.json').write_text('{"vocab_size": 100,'), 'config.json: not valid JSON'),
+    ('no_sizes', lambda d: _edit_json(d, vocab_size=None, intermediate_size=None), 'config.json: lacks vocab_size, intermediate_size'),
+    ('truncated', lambda d: (d / 'model.safetensors').write_bytes((d / 'model.safetensors').read_bytes()[:-100]), 'model.safetensors is unreadable'),
+    ('garbage_bin', lambda d: ((d / 'model.safetensors').unlink(), (d / 'pytorch_model.bin').write_bytes(b'not a pickle at all')),
+     'pytorch_model.bin is unreadable')])
+def test_from_bert_corrupt_dir_is_a_data_error(tmp_path, name, corrupt, needle):
+    "A BertModel saved by transformers, then one file corrupted: a DataError naming the file (and key), never a foreign exception."
+    BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)).save_pretrained(tmp_path)
+    corrupt(tmp_path)
+    with pytest.raises(DataError) as e: Encoder.from_bert(tmp_path)
+    assert needle in str(e.value) and str(tmp_path) in str(e.value), str(e.value)
+
+
+def _edit_json(d, **kw):
+    "config.json with `kw` set (None: the key removed)."
+    import json
+    cfg = json.loads((d / 'config.json').read_text())
+    for k, v in kw.items():
+        if v is None: cfg.pop(k)
+        else: cfg[k] = v
+    (d / 'config.json').write_text(json.dumps(cfg))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #ef32d6ec
 from __future__ import annotations
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,9 +24,27 @@ class DataError(TxcError):
     "A dataset, text file or vocab dir is missing or malformed."
 
 # %% ../nbs/00_config.ipynb #53db48df
+def _leaf_types(t)->set:
+    "The types inside an annotation: Optional[list[float]] -> {float, NoneType}."
+    args = get_args(t)
+    return set().union(*map(_leaf_types, args)) if args else {t}
+
+def _number_kind(annotation)->Optional[str]:
+    "'number' or 'integer' when a field holds floats or ints (alone, Optional, in a list or tuple), else None."
+    leaves = _leaf_types(annotation)
+    return 'number' if float in leaves else 'integer' if int in leaves else None
+
 class Section(BaseModel):
-    "Base of every config section: unknown keys are errors, assignments are validated."
+    "Base of every config section: unknown keys are errors, assignments are validated, booleans are not numbers."
     model_config = ConfigDict(extra='forbid', validate_assignment=True)
+
+    @field_validator('*', mode='before')
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        kind = _number_kind(cls.model_fields[info.field_name].annotation)
+        if kind and (isinstance(v, bool) or isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v)):
+            raise ValueError(f"Input should be a valid {kind}, not a boolean (true/false)")
+        return v
 
 # %% ../nbs/00_config.ipynb #323b7159
 class ExperimentConfig(Section):
@@ -34,7 +52,7 @@ class ExperimentConfig(Section):
     name: str = Field('experiment', description="run name; also the run directory's name")
     kind: Literal['pretraining', 'finetuning'] = Field('pretraining', description="pretraining (MLM) or finetuning (classification)")
     output_dir: Optional[str] = Field(None, description="run directory; null means experiments/<kind>/<name>")
-    seed: int = Field(42, description="seed for model init, masking, shuffling and dropout")
+    seed: int = Field(42, ge=-2**63, lt=2**63, description="seed for model init, masking, shuffling and dropout; a 64-bit signed integer, as torch.manual_seed takes")
     description: str = Field('', description="free text for your own notes")
 
 class LoggingConfig(Section):

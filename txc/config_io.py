@@ -14,8 +14,8 @@ from pydantic import BaseModel, ValidationError
 from .config import ArchitectureConfig, ConfigError, TxcConfig, preset_sizes
 
 # %% auto #0
-__all__ = ['SIZE_FIELDS', 'valid_keys', 'closest_key', 'config_error', 'load_config', 'config_to_yaml', 'save_config',
-           'apply_overrides', 'get_key', 'with_edits', 'field_errors']
+__all__ = ['SIZE_FIELDS', 'valid_keys', 'closest_key', 'config_error', 'UniqueKeyLoader', 'load_config', 'config_to_yaml',
+           'save_config', 'apply_overrides', 'get_key', 'with_edits', 'field_errors']
 
 # %% ../nbs/00a_config_io.ipynb #e003e504
 def _section_type(annotation):
@@ -56,12 +56,25 @@ def config_error(err:ValidationError, source:str='config')->ConfigError:
             parts.append((f"{key}{shown}: " if key else '') + e['msg'].removeprefix('Value error, '))   # a check across sections names its keys itself
     return ConfigError(f"{source}: " + '; '.join(parts))
 
+# %% ../nbs/00a_config_io.ipynb #ac0774fc
+class UniqueKeyLoader(yaml.SafeLoader):
+    "PyYAML's SafeLoader, except that a key written twice in one mapping is an error naming both lines."
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for k, _ in node.value:
+            if not isinstance(k, yaml.ScalarNode) or k.tag == 'tag:yaml.org,2002:merge': continue   # `<<:` keys may be overridden
+            key, line = self.construct_object(k), k.start_mark.line + 1
+            if key in seen: raise yaml.constructor.ConstructorError(None, None,
+                f"key {key!r} is written twice (lines {seen[key]} and {line}): merge them into one, else only the last counts", k.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
 # %% ../nbs/00a_config_io.ipynb #ad0b2335
 def load_config(path)->TxcConfig:
     "Read and validate a config.yaml; every problem is a one-line `ConfigError`."
     path = Path(path)
     if not path.is_file(): raise ConfigError(f"{path}: config file not found")
-    try: data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    try: data = yaml.load(path.read_text(encoding='utf-8'), Loader=UniqueKeyLoader)
     except UnicodeDecodeError as e: raise ConfigError(f"{path}: cannot read it as UTF-8 ({e.reason} at byte {e.start}): is it a config.yaml? re-save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)

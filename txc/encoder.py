@@ -4,20 +4,23 @@
 
 # %% ../nbs/04_encoder.ipynb #57c25400
 from __future__ import annotations
-import json, math
+import json, math, re
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
+from pydantic import ValidationError
 
 from .config import ArchitectureConfig, DataError
+from .data import unpickle_reason
 from .attention import AttentionBias, SelfAttention, sinusoidal_table
 from .unpad import Packing
 
 # %% auto #0
-__all__ = ['Embeddings', 'FeedForward', 'Block', 'init_weights', 'Encoder', 'check_inputs', 'bert_state_to_txc', 'read_bert_dir']
+__all__ = ['Embeddings', 'FeedForward', 'Block', 'init_weights', 'Encoder', 'check_inputs', 'bert_state_to_txc', 'bert_arch',
+           'read_bert_dir']
 
 # %% ../nbs/04_encoder.ipynb #21e33c54
 class Embeddings(nn.Module):
@@ -166,21 +169,68 @@ def bert_state_to_txc(sd:dict, num_layers:int) -> dict:
             if q is not None: out[f'blocks.{i}.attn.qkv.{p}'] = torch.cat([q, k, v], 0)  # (3H, H) or (3H,)
     return out
 
+# %% ../nbs/04_encoder.ipynb #57c3e01d
+def _bert_json(p:Path) -> dict:
+    "config.json as a dict; DataError naming it when it is missing, not JSON or not an object."
+    if not p.is_file(): raise DataError(f"{p.parent}: no config.json; expected a BERT checkpoint directory")
+    try: hf = json.loads(p.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{p}: not valid JSON ({e}); re-save the checkpoint with transformers' save_pretrained") from None
+    if not isinstance(hf, dict): raise DataError(f"{p}: expected a JSON object of settings, got {type(hf).__name__}")
+    return hf
+
+# %% ../nbs/04_encoder.ipynb #39e54e25
+_BERT_FIELDS = {  # ArchitectureConfig field: (config.json key, default; ... = required)
+    'vocab_size': ('vocab_size', ...), 'hidden_size': ('hidden_size', ...), 'num_layers': ('num_hidden_layers', ...),
+    'num_heads': ('num_attention_heads', ...), 'intermediate_size': ('intermediate_size', ...),
+    'max_position_embeddings': ('max_position_embeddings', ...), 'norm_eps': ('layer_norm_eps', 1e-12),
+    'dropout': ('hidden_dropout_prob', 0.1), 'attention_dropout': ('attention_probs_dropout_prob', 0.1),
+    'type_vocab_size': ('type_vocab_size', 2), 'init_std': ('initializer_range', 0.02), 'pad_token_id': ('pad_token_id', 0)}
+_BERT_FIXED = dict(position_encoding='learned', attention_style='full', norm_position='post', activation='gelu', bias=True, init='bert')
+
+def _bert_problem(e:dict) -> str:
+    "One pydantic error in config.json's key names: 'num_attention_heads = 5: ...'."
+    names = {f: k for f, (k, _) in _BERT_FIELDS.items()}
+    msg = e['msg'].removeprefix('Value error, ')
+    if e['loc']: return f"{names.get(e['loc'][0], e['loc'][0])} = {e['input']!r}: {msg}"
+    return re.sub(r'\b(' + '|'.join(names) + r')\b', lambda m: names[m[1]], msg)     # a check across fields names our fields
+
+# %% ../nbs/04_encoder.ipynb #43ca8ecc
+def bert_arch(hf:dict, path) -> ArchitectureConfig:
+    "The `ArchitectureConfig` of a BERT config.json `hf`; DataError naming `path` and the key of a missing or bad value."
+    if missing := [k for k, default in _BERT_FIELDS.values() if default is ... and k not in hf]:
+        raise DataError(f"{path}: lacks {', '.join(missing)}, which every BERT config.json has; re-save the checkpoint with transformers")
+    sizes = {f: hf.get(k, default) for f, (k, default) in _BERT_FIELDS.items()}
+    sizes['pad_token_id'] = sizes['pad_token_id'] or 0                  # null in models without [PAD]
+    try: return ArchitectureConfig(**_BERT_FIXED, **sizes)
+    except ValidationError as e:
+        raise DataError(f"{path}: " + '; '.join(map(_bert_problem, e.errors())) + " (fix it in config.json, or re-save the checkpoint)") from None
+
+# %% ../nbs/04_encoder.ipynb #ddfaddb4
+def _bert_bin(p:Path) -> dict:
+    "pytorch_model.bin loaded with weights_only=True; DataError naming it when unreadable, unsafe or not a state dict."
+    try: sd = torch.load(p, map_location='cpu', weights_only=True)
+    except Exception as e: why = unpickle_reason(e)       # the unpickler's own errors on bytes that are no pickle, too
+    else: why = None if isinstance(sd, dict) else f'it holds a {type(sd).__name__}, not a state dict'
+    if why and why.startswith('it needs '): raise DataError(f"{p} needs arbitrary pickle to load ({why}) and is refused: a state dict holds only tensors")
+    if why: raise DataError(f"{p} is unreadable ({why}): it is truncated or not a PyTorch state dict; download or save it again")
+    return sd
+
+def _bert_weights(d:Path) -> dict:
+    "The state dict of model.safetensors or else pytorch_model.bin; DataError naming the file that cannot be read."
+    if (p := d / 'model.safetensors').is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try: return load_file(p)
+        except (SafetensorError, OSError) as e: raise DataError(f"{p} is unreadable ({e}): it is truncated or not a safetensors file; download or save it again") from None
+    if (p := d / 'pytorch_model.bin').is_file(): return _bert_bin(p)
+    raise DataError(f"{d}: no model.safetensors or pytorch_model.bin")
+
 # %% ../nbs/04_encoder.ipynb #565d6107
 def read_bert_dir(model_dir) -> tuple[ArchitectureConfig, dict]:
-    "Read a local BERT checkpoint dir: (ArchitectureConfig, state dict with transformers' names)."
+    "Read a local BERT checkpoint dir: (ArchitectureConfig, state dict with transformers' names); DataError for any problem."
     d = Path(model_dir)
-    if not (d / 'config.json').is_file(): raise DataError(f"{d}: no config.json; expected a BERT checkpoint directory")
-    hf = json.loads((d / 'config.json').read_text())
+    hf = _bert_json(d / 'config.json')
     for key, want in (('model_type', 'bert'), ('hidden_act', 'gelu'), ('position_embedding_type', 'absolute')):
         if hf.get(key, want) != want: raise DataError(f"{d / 'config.json'}: {key}={hf[key]!r} is not supported; from_bert needs {want!r}")
-    cfg = ArchitectureConfig(vocab_size=hf['vocab_size'], hidden_size=hf['hidden_size'], num_layers=hf['num_hidden_layers'],
-        num_heads=hf['num_attention_heads'], intermediate_size=hf['intermediate_size'], max_position_embeddings=hf['max_position_embeddings'],
-        position_encoding='learned', attention_style='full', norm_position='post', activation='gelu', bias=True,
-        norm_eps=hf.get('layer_norm_eps', 1e-12), dropout=hf.get('hidden_dropout_prob', 0.1), attention_dropout=hf.get('attention_probs_dropout_prob', 0.1),
-        type_vocab_size=hf.get('type_vocab_size', 2), init='bert', init_std=hf.get('initializer_range', 0.02), pad_token_id=hf.get('pad_token_id') or 0)
-    if (d / 'model.safetensors').is_file():
-        from safetensors.torch import load_file
-        return cfg, load_file(d / 'model.safetensors')
-    if (d / 'pytorch_model.bin').is_file(): return cfg, torch.load(d / 'pytorch_model.bin', map_location='cpu', weights_only=True)
-    raise DataError(f"{d}: no model.safetensors or pytorch_model.bin")
+    return bert_arch(hf, d / 'config.json'), _bert_weights(d)
