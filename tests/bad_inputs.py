@@ -7,7 +7,7 @@ exit code 2, no traceback, and no file in its workspace written, changed or left
 lock file of every run dir included). Paths in configs and commands are relative to the workspace, the working dir.
 """
 from __future__ import annotations
-import contextlib, hashlib, io, json, os, shlex, shutil, subprocess, sys, traceback
+import contextlib, hashlib, io, json, os, py_compile, shlex, shutil, subprocess, sys, traceback, unittest.mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -122,6 +122,7 @@ class Case:
     argv: list                      # command: first item 'txc', 'train.py', 'gen-pre' or 'gen-ft'; paths relative to the workspace
     needles: tuple = ()             # each must appear in the error line
     setup: Optional[Callable] = None  # setup(ws) writes the bad input
+    env: Optional[Callable] = None    # env(ws) -> environment variables the command runs with (a stub package on PYTHONPATH, an empty HOME)
     def command(self)->str:
         "The command line as a user types it in the workspace."
         head = {'txc': 'txc', 'train.py': 'python train.py', 'gen-pre': 'python experiments/generate_pretraining_experiment.py',
@@ -219,6 +220,20 @@ def _relabelled_run(ws)->Path:
     atomic_save(ck, run / 'checkpoints' / 'model.ckpt')
     return run
 
+def _no_wandb(ws)->Path:
+    "ws/bad/nowandb: a `wandb` package whose import fails, as where wandb is not installed (a plain `pip install txc`)."
+    p = ws / 'bad' / 'nowandb' / 'wandb' / '__init__.py'; p.parent.mkdir(parents=True)
+    p.write_text('raise ImportError("No module named \'wandb\'")\n')
+    py_compile.compile(str(p), doraise=True)         # its bytecode now, so importing it writes no __pycache__ during the case
+    return p.parent.parent
+
+def _pythonpath(*dirs)->str: return os.pathsep.join([*map(str, dirs), *filter(None, [os.environ.get('PYTHONPATH')])])
+
+def _wandb_logged_out(ws)->dict:
+    "W&B with no API key, no netrc or settings (an empty HOME), no error reports and a local server URL: nothing can reach the network."
+    home = ws / 'bad' / 'home'
+    return dict(HOME=str(home), WANDB_CONFIG_DIR=str(home), WANDB_API_KEY='', WANDB_ERROR_REPORTING='false', WANDB_BASE_URL='http://127.0.0.1:9')
+
 def resume_keys(**kw):
     "An edit that turns on `training.resume` with these keys."
     return set_keys(training__resume=dict(is_resume=True, **kw))
@@ -271,6 +286,15 @@ CASES = [
          **_train('finetuning', 'patience', set_keys(training__early_stopping_patience=2, data__val__dataset_path=None)), needles=('early_stopping_patience', 'data.val.dataset_path')),
     Case('no_train_path', '`data.train.dataset_path: null`', **_train('pretraining', 'notrain', set_keys(data__train__dataset_path=None)),
          needles=('data.train.dataset_path', 'txc prepare')),
+    Case('wandb_missing', '`logging.use_wandb: true` where wandb is not installed', argv=['train.py', '-n', 'wb_missing', '-m', 'pretraining'],
+         setup=lambda ws: (_no_wandb(ws), write_config(ws, 'pretraining', 'wb_missing', set_keys(logging__use_wandb=True))),
+         env=lambda ws: dict(PYTHONPATH=_pythonpath(ws / 'bad' / 'nowandb')),
+         needles=('logging.use_wandb', 'wandb cannot be imported', 'pip install wandb', 'logging.use_wandb: false')),
+    Case('wandb_online_no_key', '`logging.wandb_mode: online` without a W&B API key',
+         argv=['train.py', '-n', 'wb_online', '-m', 'pretraining'],
+         setup=lambda ws: ((ws / 'bad' / 'home').mkdir(parents=True),
+                           write_config(ws, 'pretraining', 'wb_online', set_keys(logging__use_wandb=True, logging__wandb_mode='online'))),
+         env=_wandb_logged_out, needles=("logging.wandb_mode 'online'", 'No API key configured', 'wandb login', 'logging.wandb_mode: offline')),
     Case('wrapper_path', '`tokenizer.wrapper_path` naming a missing module', **_train('pretraining', 'wrapper', set_keys(tokenizer__wrapper_path='mytok:Tokenizer')),
          needles=('tokenizer.wrapper_path', "'mytok:Tokenizer'")),
     # -- datasets
@@ -414,8 +438,25 @@ def run_subprocess(case:Case, ws:Path, timeout:int=180)->tuple[int, str, str]:
     head, rest = case.argv[0], [str(a) for a in case.argv[1:]]
     cmd = ['txc', *rest] if head == 'txc' else [sys.executable, str(ROOT / SCRIPTS[head]), *rest]
     env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
+    env |= case.env(ws) if case.env else {}
     res = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, timeout=timeout, env=env)
     return res.returncode, res.stdout, res.stderr
+
+
+@contextlib.contextmanager
+def environment(env:dict):
+    "Run the block with `env` in os.environ; packages in new PYTHONPATH dirs shadow the imported ones, as they would in a new process."
+    dirs = [d for d in env.get('PYTHONPATH', '').split(os.pathsep) if d and d not in sys.path]
+    names = {p.stem for d in dirs for p in Path(d).iterdir()}
+    def ours(m): return m.split('.')[0] in names
+    hidden, path = {m: sys.modules.pop(m) for m in [m for m in sys.modules if ours(m)]}, list(sys.path)
+    sys.path[:0] = dirs
+    try:
+        with unittest.mock.patch.dict(os.environ, env): yield
+    finally:
+        sys.path[:] = path
+        for m in [m for m in sys.modules if ours(m)]: del sys.modules[m]
+        sys.modules.update(hidden)
 
 
 def run_in_process(case:Case, ws:Path)->tuple[int, str, str]:
@@ -423,7 +464,7 @@ def run_in_process(case:Case, ws:Path)->tuple[int, str, str]:
     from txc.cli import main, train_main, generate_pretraining_main, generate_finetuning_main
     fn = {'txc': main, 'train.py': train_main, 'gen-pre': generate_pretraining_main, 'gen-ft': generate_finetuning_main}[case.argv[0]]
     out, err = io.StringIO(), io.StringIO()
-    with workdir(ws), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with workdir(ws), environment(case.env(ws) if case.env else {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try: rc = fn([str(a) for a in case.argv[1:]])
         except SystemExit as e: rc = e.code
         except BaseException: rc = 1; traceback.print_exc()

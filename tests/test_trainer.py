@@ -40,6 +40,25 @@ def test_wandb_offline_and_progress_bar(ws, tmp_path):
     assert (run / 'wandb_id.txt').read_text().strip()
     assert '10/10' in res.stderr and 'tok_s=' in res.stderr             # the text bar reached the last step
     assert len(read_csv(run / 'metrics/eval/test.csv')) == 1              # the test split after finetuning
+    assert {b'train/loss', b'val/loss', b'test/loss'} <= wandb_keys(run)
+
+
+def wandb_keys(run, keys=(b'train/loss', b'val/loss', b'test/loss'))->set:
+    "Which of `keys` the run's offline W&B record file holds (a tiny run's records are small and stored whole, so a key is a plain byte string there)."
+    data = b''.join(p.read_bytes() for p in (run / 'wandb').glob('offline-run-*/*.wandb'))
+    assert data, sorted(p.name for p in run.rglob('*'))[:20]
+    return {k for k in keys if k in data}
+
+
+def test_wandb_honours_the_metric_toggles(ws, tmp_path):
+    "logging.log_train_metrics / log_eval_metrics: false keep those rows out of W&B as out of the CSVs."
+    run = tmp_path / 'quiet'
+    write_run(tiny_config(ws, 'finetuning', 'quiet', epochs=1, logging=dict(use_wandb=True, wandb_mode='offline', log_train_metrics=False,
+                                                                          log_eval_metrics=False)), run)
+    res = entry(run)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert wandb_keys(run) == set()
+    assert not (run / 'metrics').exists()
 
 
 def test_second_run_on_same_dir_is_refused(ws, tmp_path):

@@ -10,11 +10,13 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from .config import ConfigError
 from .trainer import Callback
 
 # %% auto #0
 __all__ = ['ThroughputCB', 'flat_metrics', 'usable_cores', 'busy_cores', 'slowdown_message', 'SlowdownWarning', 'SlowdownCB',
-           'CSVLogger', 'read_csv', 'CSVLoggerCB', 'write_confusion', 'ProgressCB', 'WandbCB']
+           'CSVLogger', 'read_csv', 'CSVLoggerCB', 'write_confusion', 'ProgressCB', 'import_wandb',
+           'wandb_start_message', 'WandbCB']
 
 # %% ../nbs/07d_loggers.ipynb #56ca3308
 class ThroughputCB(Callback):
@@ -156,22 +158,50 @@ class ProgressCB(Callback):
         if hasattr(self, 'bar'): self.bar.close()
 
 # %% ../nbs/07d_loggers.ipynb #5469e001
+def import_wandb():
+    "The wandb module; a `ConfigError` naming `logging.use_wandb` when it cannot be imported."
+    try: import wandb
+    except ImportError as e:
+        raise ConfigError(f"logging.use_wandb is true but wandb cannot be imported ({e}): pip install wandb, "
+                          f"or set logging.use_wandb: false") from None
+    return wandb
+
+def wandb_start_message(mode:str, e:Exception)->str:
+    "The error when `wandb.init` refuses to start a run: the setting, W&B's reason on one line, what to do."
+    why = ' '.join(str(e).split())
+    return (f"logging.wandb_mode {mode!r}: W&B could not start a run ({why}); run `wandb login` or set WANDB_API_KEY, "
+            f"or set logging.wandb_mode: offline (no network or login needed; `wandb sync` uploads it later)")
+
+# %% ../nbs/07d_loggers.ipynb #294d0fa6
 class WandbCB(Callback):
     "Log training and eval metrics to Weights & Biases."
-    order = 32
-    def __init__(self, run_dir, project:str, name:str, config:dict, mode:str='offline', every_n_steps:int=1):
-        self.dir, self.project, self.name, self.config, self.mode, self.every = Path(run_dir), project, name, config, mode, every_n_steps
-    def before_fit(self, t):
-        import wandb
-        id_file = self.dir / 'wandb_id.txt'
-        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
-        id_file.write_text(run_id)
-        self.run = wandb.init(project=self.project, name=self.name, id=run_id, resume='allow', dir=str(self.dir),
-                              mode=self.mode, config=self.config)
+    order = 29                                       # before ProgressCB: a refused start draws no bar
+    def __init__(self, run_dir, project:str, name:str, config:dict,
+                 mode:str='offline', # W&B mode; offline needs no network or login
+                 every_n_steps:int=1, # log the training row every this many optimizer steps
+                 train:bool=True, # log training rows (`logging.log_train_metrics`)
+                 eval:bool=True): # log evaluations (`logging.log_eval_metrics`)
+        self.wandb = import_wandb()                  # while the trainer is built: a missing wandb stops the run before it starts
+        self.dir, self.project, self.name, self.config, self.mode = Path(run_dir), project, name, config, mode
+        self.every, self.train, self.eval = every_n_steps, train, eval
     def after_step(self, t):
-        if t.step % self.every == 0: self.run.log({f'train/{k}': v for k, v in t.train_row.items() if v is not None}, step=t.global_step)
+        if self.train and t.step % self.every == 0:
+            self.run.log({f'train/{k}': v for k, v in t.train_row.items() if v is not None}, step=t.global_step)
     def after_eval(self, t):
+        if not self.eval: return
         m = flat_metrics(t.eval_metrics); split = m.pop('split')
         self.run.log({f'{split}/{k}': v for k, v in m.items()}, step=t.global_step)
     def cleanup_fit(self, t):
         if hasattr(self, 'run'): self.run.finish()
+
+# %% ../nbs/07d_loggers.ipynb #ca4205cf
+def _start(self:WandbCB, t):
+    "Start the W&B run (the one in `wandb_id.txt` again on a resume); a refused start is a `ConfigError`."
+    id_file = self.dir / 'wandb_id.txt'
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+    try: self.run = self.wandb.init(project=self.project, name=self.name, id=run_id, resume='allow', dir=str(self.dir),
+                                    mode=self.mode, config=self.config)
+    except self.wandb.errors.Error as e: raise ConfigError(wandb_start_message(self.mode, e)) from None
+    id_file.write_text(run_id)                       # a resumed run continues this W&B run
+
+WandbCB.before_fit = _start

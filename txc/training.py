@@ -22,7 +22,7 @@ from .trainer import Callback, Trainer, Precision, make_loader, resolve_device
 from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, class_weighted_loss
 from .distributed import DistEnv, DDPCB, barrier, init_distributed, cleanup_distributed, gather_objects, is_distributed
 from .metrics import EvalCB, MLMMetrics, ClassificationMetrics
-from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB
+from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB, import_wandb
 from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, check_checkpoint_vocab, restore
 
 # %% auto #0
@@ -116,6 +116,7 @@ class CompileCB(Callback):
 def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, device, names=None, resume_step=None)->list:
     "The callbacks of a run, from its config."
     tc, lg, seed, fine = cfg.training, cfg.logging, cfg.experiment.seed, cfg.experiment.kind == 'finetuning'
+    if lg.use_wandb: import_wandb()                  # on every rank, before training: a missing wandb stops them all
     cfg_dict, bs, dev = cfg.model_dump(mode='json'), tc.eval_batch_size or 2 * tc.batch_size, device
     metrics = (lambda: ClassificationMetrics(cfg.classification_head.num_labels, dev, names)) if fine else (lambda: MLMMetrics(dev))
     def loader(s): return make_loader(ds[s], bs, eval_collate, False, seed, env.rank, env.world_size)
@@ -130,7 +131,8 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
     cbs.append(SlowdownCB())
     if lg.log_metrics_csv: cbs.append(CSVLoggerCB(run_dir, lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics, resume_step))
     if lg.progress_bar: cbs.append(ProgressCB())
-    if lg.use_wandb: cbs.append(WandbCB(run_dir, lg.wandb_project, cfg.experiment.name, cfg_dict, lg.wandb_mode, lg.log_every_n_steps))
+    if lg.use_wandb: cbs.append(WandbCB(run_dir, lg.wandb_project, cfg.experiment.name, cfg_dict, lg.wandb_mode,
+                                        lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics))
     return cbs
 
 # %% ../nbs/07f_training.ipynb #7a5090af
