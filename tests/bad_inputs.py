@@ -395,6 +395,8 @@ CASES = [
     Case('predict_score_classes', '`txc predict --score` of a dataset whose labels.json has a class the run does not predict', argv=['txc', 'predict', '-n', 'ft', '--score', 'bad/cls/val.pt'],
          setup=lambda ws: (_bad(ws, 'cls/labels.json', '["other", "boats"]'), shutil.copy(ws / 'data' / 'val.pt', ws / 'bad' / 'cls' / 'val.pt')),
          needles=("classes the run(s) do not predict ('boats'", "'other', 'games'")),
+    Case('import_bert_missing', '`txc import-bert` of a directory that holds no BERT checkpoint', argv=['txc', 'import-bert', 'vocab', '-p', 'bert'],
+         needles=('vocab: no config.json', 'BERT checkpoint directory')),
     Case('bench_device', '`txc bench --device gpu`', argv=['txc', 'bench', '--device', 'gpu'], needles=('--device', "'gpu'", 'cpu, cuda or cuda:N')),
     Case('predict_retrained_vocab', '`txc predict` of a run whose vocab was since trained again in place', argv=['txc', 'predict', '-n', 'ft', '--text', 'chess game'],
          setup=_retrain_vocab, needles=('ft/checkpoints/model.ckpt was trained with another vocab than vocab', 'tokenizer.vocab_dir')),

@@ -12,9 +12,10 @@ from .config_io import load_config, config_to_yaml
 
 # %% auto #0
 __all__ = ['COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check',
-           'cmd_check', 'add_train', 'add_train_args', 'cmd_train', 'add_predict', 'read_lines', 'dataset_classes',
-           'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench', 'Parser', 'build_parser',
-           'guarded', 'finish', 'main', 'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
+           'cmd_check', 'add_train', 'add_train_args', 'add_import_bert', 'cmd_import_bert', 'cmd_train', 'add_predict',
+           'read_lines', 'dataset_classes', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench',
+           'Parser', 'build_parser', 'guarded', 'finish', 'main', 'generate_pretraining_main',
+           'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
 def at_least(low:int):
@@ -97,6 +98,19 @@ def add_train_args(p:argparse.ArgumentParser):
     p.add_argument('-m', '--mode', required=True, choices=['pretraining', 'finetuning'], help='pretraining or finetuning')
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
     p.add_argument('--resume', action='store_true', help="continue the run from its checkpoints/last.ckpt (after Ctrl-C or a crash), exactly where it stopped; without one, from best-model.ckpt")
+
+def add_import_bert(sub):
+    p = sub.add_parser('import-bert', help='a local BERT checkpoint dir as a pretraining experiment, to finetune like one txc trained')
+    p.add_argument('model_dir', help='a BERT checkpoint dir: config.json, vocab.txt, model.safetensors or pytorch_model.bin')
+    p.add_argument('-p', '--name', required=True, help='name of the pretraining experiment to create')
+    p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
+    p.add_argument('--force', action='store_true', help="overwrite an existing experiment's config.yaml (never its checkpoints)")
+
+def cmd_import_bert(args):
+    from txc.experiments import import_bert
+    p = import_bert(args.model_dir, args.name, args.root, args.force)
+    print(f"wrote {p} and {p.parent / 'checkpoints' / 'model.ckpt'}; next: txc prepare --tokenizer {p.parent / 'vocab'} ..., "
+          f"then python experiments/generate_finetuning_experiment.py -f NAME -p {args.name}")
 
 def cmd_train(args):
     from txc.experiments import train_experiment
@@ -197,7 +211,7 @@ def cmd_bench(args):
 
 # %% ../nbs/10_cli.ipynb #dfe72f20
 COMMANDS = {'tokenizer': (add_tokenizer, cmd_tokenizer), 'prepare': (add_prepare, cmd_prepare), 'check': (add_check, cmd_check),
-            'train': (add_train, cmd_train), 'predict': (add_predict, cmd_predict),
+            'train': (add_train, cmd_train), 'predict': (add_predict, cmd_predict), 'import-bert': (add_import_bert, cmd_import_bert),
             'quickstart': (add_quickstart, cmd_quickstart), 'bench': (add_bench, cmd_bench)}
 
 class Parser(argparse.ArgumentParser):

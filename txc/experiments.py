@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .config import ConfigError, ResumeConfig, PretrainedExperimentConfig, TxcConfig
+from .config import ConfigError, DataError, ResumeConfig, PretrainedExperimentConfig, TxcConfig
 from .config_io import apply_overrides, load_config, save_config
 
 # %% auto #0
 __all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'outputs', 'default_template', 'template_path', 'match_vocab',
-           'match_labels', 'generate_pretraining_experiment', 'generate_finetuning_experiment', 'check_no_overwrite',
-           'resume_own', 'find_pretrained', 'train_experiment', 'experiment_names', 'demo_texts', 'demo_experiments']
+           'match_labels', 'generate_pretraining_experiment', 'generate_finetuning_experiment', 'bert_mlm_head',
+           'import_bert', 'check_no_overwrite', 'resume_own', 'find_pretrained', 'train_experiment', 'experiment_names',
+           'demo_texts', 'demo_experiments']
 
 # %% ../nbs/08_experiments.ipynb #3b6455c2
 KINDS = ('pretraining', 'finetuning')
@@ -130,6 +131,42 @@ def generate_finetuning_experiment(name:str, pretrained:str, root=None, force:bo
     if match: match_labels(cfg)
     cfg.experiment.name = name
     save_config(cfg, run.config)
+    return run.config
+
+# %% ../nbs/08_experiments.ipynb #ae963ad5
+_BERT_HEAD = {'cls.predictions.transform.dense': 'head.dense', 'cls.predictions.transform.LayerNorm': 'head.norm'}
+
+def bert_mlm_head(sd:dict)->dict:
+    "The MLM head weights of a transformers `BertForMaskedLM` state dict under `MaskedLM` names (empty for a bare `BertModel`)."
+    sd = {k.replace('LayerNorm.gamma', 'LayerNorm.weight').replace('LayerNorm.beta', 'LayerNorm.bias'): v for k, v in sd.items()}
+    out = {f'{_BERT_HEAD[m]}.{p}': v for k, v in sd.items() for m, _, p in [k.rpartition('.')] if m in _BERT_HEAD}
+    if (b := sd.get('cls.predictions.bias', sd.get('cls.predictions.decoder.bias'))) is not None: out['head.decoder.bias'] = b
+    return out
+
+def import_bert(model_dir, name:str, root=None, force:bool=False)->Path:
+    "A pretraining experiment `name` whose model.ckpt and vocab are the BERT checkpoint in `model_dir`; returns its config path."
+    from txc.encoder import Encoder, read_bert_dir
+    from txc.heads import MaskedLM
+    from txc.tokenizer import WordPieceTokenizer
+    from txc.checkpoint import atomic_save, model_state
+    from txc.data import vocab_sha256
+    run = RunDir.of(name, 'pretraining', root); _claim(run, force)
+    if held := sorted(p.name for p in run.checkpoints.glob('*.ckpt')):
+        raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}): import the checkpoint under another name")
+    arch, sd = read_bert_dir(model_dir)                                # DataError naming the file for anything unreadable
+    opts = json.loads(p.read_text()) if (p := Path(model_dir) / 'tokenizer_config.json').is_file() else {}
+    cfg = load_config(template_path('pretraining', root))
+    tok = WordPieceTokenizer.from_vocab(model_dir, lowercase=opts.get('do_lower_case', True),
+                                        max_length=min(cfg.tokenizer.max_length, arch.max_position_embeddings))
+    if tok.vocab_size > arch.vocab_size:
+        raise DataError(f"{model_dir}: vocab.txt has {tok.vocab_size} tokens but config.json says vocab_size {arch.vocab_size}: they are not one model's")
+    cfg.tokenizer.vocab_dir, cfg.tokenizer.max_length = str(run.path / 'vocab'), tok.max_length     # first: validated against the architecture
+    cfg.experiment.name, cfg.architecture = name, arch
+    model = MaskedLM(arch, cfg.mlm_head)
+    model.encoder.load_state_dict(Encoder.from_bert(model_dir).state_dict())
+    model.load_state_dict(bert_mlm_head(sd), strict=False)
+    tok.save(run.path / 'vocab'); save_config(cfg, run.config)
+    atomic_save(model_state(model, cfg.model_dump(mode='json')) | dict(vocab_sha256=vocab_sha256(run.path / 'vocab')), run.model_ckpt)
     return run.config
 
 # %% ../nbs/08_experiments.ipynb #746cab99
