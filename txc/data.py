@@ -71,6 +71,8 @@ def unpickle_reason(e:Exception)->str:
     lines = [l.strip() for l in s.splitlines() if l.strip() and not l.strip().startswith(advice)]
     return (lines[0] if lines else type(e).__name__)[:100]
 
+torch.serialization.add_safe_globals([TensorDataset])   # for good: the safe_globals context is process-wide, so another thread's exit undid it mid-load
+
 def load_tensor_dataset(path,                         # a .pt written by `prepare_dataset`
                         num_labels:int|None=None,     # check labels lie in [0, num_labels)
                         require_labels:bool|None=None,# True: must have labels; False: drop them; None: as stored
@@ -81,7 +83,7 @@ def load_tensor_dataset(path,                         # a .pt written by `prepar
     if p.is_dir(): raise DataError(f'{p} is a directory: give one of the .pt files `txc prepare` wrote in it, such as {p / "train.pt"}')
     if not p.is_file(): raise DataError(f'dataset file {p} not found: create it with `txc prepare` or fix data.*.dataset_path')
     try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals([TensorDataset]):
+        with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             ds = torch.load(p, map_location='cpu', weights_only=True)
     except Exception as e:                   # any failure, the unpickler's own on bytes that are no pickle (a CSV, say) too
