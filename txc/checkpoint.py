@@ -84,7 +84,8 @@ def full_state(t, config:dict)->dict:
     sched = t.sched.state_dict() if t.sched is not None else None
     epoch, pos = (t.epoch + 1, 0) if t.batch_in_epoch >= t.n_batches else (t.epoch, t.batch_in_epoch)   # a finished epoch
     trainer = dict(epoch=epoch, step=t.step, step_offset=t.step_offset, batch_in_epoch=pos, world_size=len(rngs),
-                   best_val_loss=getattr(t, 'best_val_loss', math.inf), bad_evals=getattr(t, 'bad_evals', 0), evals_done=getattr(t, 'evals_done', {}))
+                   best_val_loss=getattr(t, 'best_val_loss', math.inf), bad_evals=getattr(t, 'bad_evals', 0), evals_done=getattr(t, 'evals_done', {}),
+                   results=getattr(t, 'results', {}))
     return dict(format='txc', kind='full', config=config, model=t.raw_model.state_dict(), optimizer=t.opt.state_dict(),
                 scheduler=sched, scaler=t.precision.scaler.state_dict(), trainer=trainer, rng=rngs)
 
@@ -134,6 +135,7 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     if ck['scaler']: t.precision.scaler.load_state_dict(ck['scaler'])
     for k in ('epoch', 'step', 'batch_in_epoch', 'best_val_loss', 'bad_evals'): setattr(t, k, ck['trainer'][k])
     t.step_offset, t.evals_done = ck['trainer'].get('step_offset', 0), ck['trainer'].get('evals_done', {})
+    t.results = ck['trainer'].get('results', {})    # the latest metrics of each split: a run with nothing left to evaluate still has them
     env = dist_env()
     if ck['trainer']['world_size'] != env.world_size:
         warnings.warn(f"{source} was written by {ck['trainer']['world_size']} process(es), this run has {env.world_size}: training continues, but not bit-identically")
