@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, os, re, sys, time, warnings
 from pathlib import Path
 
-from .config import TxcError, DataError, PRESETS
+from .config import TxcError, DataError, PRESETS, check_out_dir
 from .config_io import load_config, config_to_yaml
 
 # %% auto #0
@@ -44,7 +44,7 @@ def add_tokenizer(sub):
 def cmd_tokenizer(args):
     from txc.tokenizer import WordPieceTokenizer
     from txc.data import read_texts
-    if Path(args.out).is_file(): raise DataError(f'--out {args.out} is a file: give a directory to write the vocab into')   # before, not after, training
+    check_out_dir(args.out, '--out')              # a file, or under one: refused before, not after, training
     texts = [t for path in args.input for t in read_texts(path, args.text_field)[0]]
     t0 = time.perf_counter()
     tok = WordPieceTokenizer.train(texts=texts, vocab_size=args.vocab_size, lowercase=not args.cased,

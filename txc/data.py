@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from .config import DataError
+from .config import DataError, check_out_dir
 from .tokenizer import WordPieceTokenizer
 from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpus, classification_splits, mlm_texts, source_split
 
@@ -235,8 +235,8 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
                     max_length:int=128,    # truncate to this many tokens, [CLS] and [SEP] included
                    ) -> dict:
     "Tokenize a text file or the bundled corpus into `TensorDataset` .pt files; returns what `prepare.json` records."
-    t0, tok, out = time.time(), WordPieceTokenizer.load(tokenizer_dir), Path(out)
-    if out.exists() and not out.is_dir(): raise DataError(f'out dir {out} is a file: give a directory for the .pt files')
+    t0, out = time.time(), check_out_dir(out, 'out dir')      # a file, or a path under one, fails before any work
+    tok = WordPieceTokenizer.load(tokenizer_dir)
     bundled = str(input) in ('bundled', 'bundled-sections')
     parts, names = bundled_splits(str(input)) if bundled else _user_splits(input, text_field, label_field, splits, seed)
     out.mkdir(parents=True, exist_ok=True)
