@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
-import csv, hashlib, json, re, time, warnings
+import csv, hashlib, json, math, re, time, warnings
 from pathlib import Path
 
 import torch
@@ -161,6 +161,7 @@ def parse_splits(splits) -> tuple[float, float, float]:
     "Validate train/val/test fractions (tuple or '0.8,0.1,0.1'): three numbers >= 0 summing to 1, train > 0."
     try: fr = tuple(float(s) for s in (splits.split(',') if isinstance(splits, str) else splits))
     except (TypeError, ValueError): raise DataError(f'splits {splits!r} must be three numbers train,val,test such as 0.8,0.1,0.1') from None
+    if not all(map(math.isfinite, fr)): raise DataError(f'splits {splits!r} must be three finite numbers train,val,test such as 0.8,0.1,0.1, not nan or inf')
     if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0 or abs(sum(fr) - 1) > 1e-6:
         raise DataError(f'splits {splits!r} must be three fractions train,val,test, each >= 0, train > 0, summing to 1 (such as 0.8,0.1,0.1)')
     return fr
@@ -186,9 +187,10 @@ def encode_texts(tok:WordPieceTokenizer, texts:list[str], max_length:int=128, ch
 
 # %% ../nbs/02_data.ipynb #373003ad
 def _label_names(labels:list[str]) -> list[str]:
+    "The class names in id order: by value when all are ASCII integers (`1` before `01` by text), else by text."
     names = set(labels)
-    numeric = all(n.lstrip('-').isdigit() for n in names)
-    return sorted(names, key=int if numeric else None)
+    if all(re.fullmatch(r'-?[0-9]+', n) for n in names): return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
 
 def _user_splits(input, text_field, label_field, splits, seed):
     texts, labels = read_texts(input, text_field, label_field)
