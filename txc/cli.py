@@ -169,7 +169,7 @@ def add_quickstart(sub):
     p = sub.add_parser('quickstart', help='the whole pipeline on the bundled corpus: tokenizer, data, pretraining, finetuning, test')
     p.add_argument('--preset', default='default', help="'default' (the real run, <= 15 min on 2 CPU cores), 'long' (3x the MLM steps, about 30 min on 2 CPU cores) or 'smoke' (< 2 min)")
     p.add_argument('--root', default='txc-quickstart', help='directory for the vocab, datasets and runs')
-    p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh')
+    p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh: deletes what it wrote there (any other non-empty --root is refused)')
     p.add_argument('--resume', action='store_true', help='continue an interrupted quickstart in --root (same --preset) where it stopped')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--threads', type=int, default=None, help="torch threads for both runs (default: torch's, one per core); 1 is faster on a busy machine")
