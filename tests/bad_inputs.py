@@ -130,6 +130,8 @@ class Case:
         return ' '.join([head, *(shlex.quote(str(a)) for a in self.argv[1:])])
 
 
+QS = ['txc', 'quickstart', '--preset', 'smoke', '--threads', '1', '--no-progress']
+
 def _cfg(kind, name, edit=None, text=None):
     return lambda ws: write_config(ws, kind, name, edit, text)
 
@@ -415,6 +417,22 @@ CASES = [
          needles=('out dir texts.txt is a file', 'directory')),
     Case('bad_splits', '`txc prepare --splits 0.5,0.5`', argv=['txc', 'prepare', '--input', 'texts.txt', '--tokenizer', 'vocab', '--out', 'prep', '--splits', '0.5,0.5'],
          needles=("splits '0.5,0.5'", 'three fractions')),
+    Case('nan_splits', '`txc prepare --splits 0.8,nan,0.1`', argv=['txc', 'prepare', '--input', 'texts.txt', '--tokenizer', 'vocab', '--out', 'prep', '--splits', '0.8,nan,0.1'],
+         needles=("splits '0.8,nan,0.1'", 'finite numbers')),
+    Case('tokenizer_out_under_file', '`txc tokenizer --out` inside a file', argv=['txc', 'tokenizer', '--input', 'texts.txt', '--out', 'texts.txt/vocab'],
+         needles=('--out texts.txt/vocab', 'lies under texts.txt, which is a file')),
+    Case('prepare_out_under_file', '`txc prepare --out` inside a file', argv=['txc', 'prepare', '--input', 'texts.txt', '--tokenizer', 'vocab', '--out', 'texts.txt/prep'],
+         needles=('out dir texts.txt/prep', 'lies under texts.txt, which is a file')),
+    # -- txc quickstart --root: a file, someone's files, a record cut short (--threads 1: no busy-machine warning line)
+    Case('quickstart_root_file', '`txc quickstart --root` naming a file, with --force', argv=[*QS, '--root', 'texts.txt', '--force'],
+         needles=('--root texts.txt is a file',)),
+    Case('quickstart_root_under_file', '`txc quickstart --root` inside a file', argv=[*QS, '--root', 'texts.txt/qs'],
+         needles=('--root texts.txt/qs', 'lies under texts.txt, which is a file')),
+    Case('quickstart_force_other', '`txc quickstart --root . --force` in a dir that is not a quickstart', argv=[*QS, '--root', '.', '--force'],
+         needles=('--root . is not empty and is not a quickstart', 'choose an empty or new --root')),
+    Case('quickstart_partial_state', '`txc quickstart --resume` of a root whose quickstart.json a kill cut short', argv=[*QS, '--root', 'qs', '--resume'],
+         setup=lambda ws: (ws / 'qs').mkdir() or (ws / 'qs' / 'quickstart.json').write_text('{"preset": "smoke", "thr'),
+         needles=('qs/quickstart.json is unreadable', 'pass --force instead of --resume')),
     # -- hostile files: refused, never executed
     Case('evil_check', '`txc check` of a .pt that runs code when unpickled', argv=['txc', 'check', 'bad/evil.pt'], setup=lambda ws: _evil(ws, 'evil.pt'),
          needles=('evil.pt', 'refuses to unpickle', 'it needs io.open')),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, os, re, sys, time, warnings
 from pathlib import Path
 
-from .config import TxcError, DataError, PRESETS
+from .config import TxcError, DataError, PRESETS, check_out_dir
 from .config_io import load_config, config_to_yaml
 
 # %% auto #0
@@ -44,7 +44,7 @@ def add_tokenizer(sub):
 def cmd_tokenizer(args):
     from txc.tokenizer import WordPieceTokenizer
     from txc.data import read_texts
-    if Path(args.out).is_file(): raise DataError(f'--out {args.out} is a file: give a directory to write the vocab into')   # before, not after, training
+    check_out_dir(args.out, '--out')              # a file, or under one: refused before, not after, training
     texts = [t for path in args.input for t in read_texts(path, args.text_field)[0]]
     t0 = time.perf_counter()
     tok = WordPieceTokenizer.train(texts=texts, vocab_size=args.vocab_size, lowercase=not args.cased,
@@ -169,7 +169,7 @@ def add_quickstart(sub):
     p = sub.add_parser('quickstart', help='the whole pipeline on the bundled corpus: tokenizer, data, pretraining, finetuning, test')
     p.add_argument('--preset', default='default', help="'default' (the real run, <= 15 min on 2 CPU cores), 'long' (3x the MLM steps, about 30 min on 2 CPU cores) or 'smoke' (< 2 min)")
     p.add_argument('--root', default='txc-quickstart', help='directory for the vocab, datasets and runs')
-    p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh')
+    p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh: deletes what it wrote there (any other non-empty --root is refused)')
     p.add_argument('--resume', action='store_true', help='continue an interrupted quickstart in --root (same --preset) where it stopped')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--threads', type=int, default=None, help="torch threads for both runs (default: torch's, one per core); 1 is faster on a busy machine")

@@ -4,14 +4,16 @@
 
 # %% ../nbs/00_config.ipynb #ef32d6ec
 from __future__ import annotations
+from pathlib import Path
 from typing import Annotated, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['PRESETS', 'TxcError', 'ConfigError', 'DataError', 'Section', 'ExperimentConfig', 'LoggingConfig', 'TokenizerConfig',
-           'preset_sizes', 'ArchitectureFields', 'ArchitectureConfig', 'MLMHeadConfig', 'ClassificationHeadConfig',
-           'ResumeConfig', 'TrainingConfig', 'DatasetSplit', 'DataConfig', 'PretrainedExperimentConfig', 'TxcConfig']
+__all__ = ['PRESETS', 'TxcError', 'ConfigError', 'DataError', 'check_out_dir', 'Section', 'ExperimentConfig', 'LoggingConfig',
+           'TokenizerConfig', 'preset_sizes', 'ArchitectureFields', 'ArchitectureConfig', 'MLMHeadConfig',
+           'ClassificationHeadConfig', 'ResumeConfig', 'TrainingConfig', 'DatasetSplit', 'DataConfig',
+           'PretrainedExperimentConfig', 'TxcConfig']
 
 # %% ../nbs/00_config.ipynb #65d6222a
 class TxcError(Exception):
@@ -22,6 +24,15 @@ class ConfigError(TxcError):
 
 class DataError(TxcError):
     "A dataset, text file or vocab dir is missing or malformed."
+
+# %% ../nbs/00_config.ipynb #444c0d23
+def check_out_dir(path, what:str='output dir')->Path:
+    "`path` as a Path if a directory can be written there; `DataError` naming the file in the way if it is one or lies under one."
+    p = Path(path)
+    file = next((q for q in (p, *p.parents) if q.exists() and not q.is_dir()), None)
+    if file == p: raise DataError(f'{what} {p} is a file: give a directory (a new or existing one) to write into')
+    if file: raise DataError(f'{what} {p} lies under {file}, which is a file, not a directory: give a path outside it')
+    return p
 
 # %% ../nbs/00_config.ipynb #53db48df
 def _leaf_types(t)->set:

@@ -4,14 +4,14 @@
 
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
-import csv, hashlib, json, re, time, warnings
+import csv, hashlib, json, math, re, time, warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from .config import DataError
+from .config import DataError, check_out_dir
 from .tokenizer import WordPieceTokenizer
 from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpus, classification_splits, mlm_texts, source_split
 
@@ -161,6 +161,7 @@ def parse_splits(splits) -> tuple[float, float, float]:
     "Validate train/val/test fractions (tuple or '0.8,0.1,0.1'): three numbers >= 0 summing to 1, train > 0."
     try: fr = tuple(float(s) for s in (splits.split(',') if isinstance(splits, str) else splits))
     except (TypeError, ValueError): raise DataError(f'splits {splits!r} must be three numbers train,val,test such as 0.8,0.1,0.1') from None
+    if not all(map(math.isfinite, fr)): raise DataError(f'splits {splits!r} must be three finite numbers train,val,test such as 0.8,0.1,0.1, not nan or inf')
     if len(fr) != 3 or min(fr) < 0 or fr[0] <= 0 or abs(sum(fr) - 1) > 1e-6:
         raise DataError(f'splits {splits!r} must be three fractions train,val,test, each >= 0, train > 0, summing to 1 (such as 0.8,0.1,0.1)')
     return fr
@@ -186,9 +187,10 @@ def encode_texts(tok:WordPieceTokenizer, texts:list[str], max_length:int=128, ch
 
 # %% ../nbs/02_data.ipynb #373003ad
 def _label_names(labels:list[str]) -> list[str]:
+    "The class names in id order: by value when all are ASCII integers (`1` before `01` by text), else by text."
     names = set(labels)
-    numeric = all(n.lstrip('-').isdigit() for n in names)
-    return sorted(names, key=int if numeric else None)
+    if all(re.fullmatch(r'-?[0-9]+', n) for n in names): return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
 
 def _user_splits(input, text_field, label_field, splits, seed):
     texts, labels = read_texts(input, text_field, label_field)
@@ -235,8 +237,8 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
                     max_length:int=128,    # truncate to this many tokens, [CLS] and [SEP] included
                    ) -> dict:
     "Tokenize a text file or the bundled corpus into `TensorDataset` .pt files; returns what `prepare.json` records."
-    t0, tok, out = time.time(), WordPieceTokenizer.load(tokenizer_dir), Path(out)
-    if out.exists() and not out.is_dir(): raise DataError(f'out dir {out} is a file: give a directory for the .pt files')
+    t0, out = time.time(), check_out_dir(out, 'out dir')      # a file, or a path under one, fails before any work
+    tok = WordPieceTokenizer.load(tokenizer_dir)
     bundled = str(input) in ('bundled', 'bundled-sections')
     parts, names = bundled_splits(str(input)) if bundled else _user_splits(input, text_field, label_field, splits, seed)
     out.mkdir(parents=True, exist_ok=True)

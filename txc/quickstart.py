@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from .config import ConfigError, check_out_dir
 from .config_io import apply_overrides, load_config, save_config
 from .corpus import SECTIONS
 from .data import bundled_splits, load_tensor_dataset, write_splits
@@ -22,8 +22,9 @@ from .training import train
 from .predict import Ensemble
 
 # %% auto #0
-__all__ = ['PRESETS', 'STATE', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets', 'configure', 'merge',
-           'data_overrides', 'busy_warning', 'open_root', 'run_stage', 'ensemble_scores', 'quickstart', 'summary_table']
+__all__ = ['PRESETS', 'STATE', 'WRITES', 'FIELDS', 'QuickstartPreset', 'Stopwatch', 'build_tokenizer', 'build_datasets',
+           'configure', 'merge', 'data_overrides', 'busy_warning', 'root_kind', 'clear_quickstart', 'write_state',
+           'read_state', 'continued', 'open_root', 'run_stage', 'ensemble_scores', 'quickstart', 'summary_table']
 
 # %% ../nbs/08b_quickstart.ipynb #77b33331
 @dataclass
@@ -120,28 +121,69 @@ def busy_warning(threads:int|None=None, busy:float|None=None, cores:int|None=Non
             f"need, which can make every step several times slower than the README's timings. "
             f"Pass --threads 1 (it sums in another order, so its metrics are not bit-identical to a {n}-thread run's) or stop the other jobs.")
 
-# %% ../nbs/08b_quickstart.ipynb #8e9390e7
+# %% ../nbs/08b_quickstart.ipynb #371e913a
 STATE = 'quickstart.json'    # in the root: the preset, the finished stages, their seconds and their results
+WRITES = ('vocab', 'data', 'experiments', STATE, 'train.lock')   # all a quickstart writes in its root
+
+def _leftover(name:str)->bool: return name == 'train.lock' or (name.startswith(f'.{STATE}.') and name.endswith('.tmp'))
+
+def root_kind(root:Path)->str:
+    "'new' (missing or empty), 'quickstart' (holds STATE), 'killed early' (only the lock or a STATE temp file) or 'other'."
+    if (root / STATE).is_file(): return 'quickstart'
+    names = [p.name for p in root.iterdir()] if root.is_dir() else []
+    return 'new' if not names else 'killed early' if all(map(_leftover, names)) else 'other'
+
+def clear_quickstart(root:Path):
+    "Delete what a quickstart wrote in `root` and nothing else; the root itself stays (it may be the working dir)."
+    for p in root.iterdir():
+        if p.name in WRITES or _leftover(p.name): shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+# %% ../nbs/08b_quickstart.ipynb #0f2ba50e
+def write_state(root:Path, st:dict)->Path:
+    "Write the record `st` to `root/STATE` atomically: a temp file in `root`, then os.replace."
+    tmp = root / f'.{STATE}.{os.getpid()}.tmp'       # one writer per root (its lock); open() gives the usual file mode, mkstemp 0600
+    try:
+        with open(tmp, 'w') as f: f.write(json.dumps(st, indent=1) + '\n'); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, root / STATE)
+    except BaseException: tmp.unlink(missing_ok=True); raise
+    return root / STATE
+
+FIELDS = dict(preset=str, threads=(int, type(None)), done=list, times=dict, results=dict)   # what a record holds
+
+def read_state(root:Path)->dict:
+    "The record in `root/STATE`; `ConfigError` saying to start afresh with --force if it is unreadable or incomplete."
+    try: st = json.loads((root / STATE).read_text())
+    except ValueError: st = None                                         # empty, cut short, not JSON
+    if isinstance(st, dict) and all(isinstance(st.get(k, ...), t) for k, t in FIELDS.items()): return st
+    raise ConfigError(f"--resume: {root / STATE} is unreadable or incomplete, so what finished there is unknown: "
+                      f"pass --force instead of --resume to start {root} afresh")
+
+# %% ../nbs/08b_quickstart.ipynb #6ba348fc
+def continued(st:dict, root:Path, preset:str, threads:int|None)->dict:
+    "The record `st` of the quickstart in `root`, checked against the `preset` and `threads` it continues with."
+    if st['preset'] != preset:
+        raise ConfigError(f"--resume: {root} was started with --preset {st['preset']}; continue it with that preset, or pass --force to start afresh")
+    if st['threads'] != threads:
+        warnings.warn(f"--resume: {root} was started with --threads {st['threads']} and continues with {threads}: "
+                      "its metrics will not be bit-identical to an unbroken run's")
+    return st
 
 def open_root(root:Path, preset:str, threads:int|None, force:bool, resume:bool)->dict:
     "The record of the quickstart in `root`: a fresh one, or with `resume` the interrupted one's."
+    check_out_dir(root, '--root')
+    kind = root_kind(root)                                                  # before a stale lock is taken over (and so deleted)
+    if kind == 'other': raise ConfigError(f"--root {root} is not empty and is not a quickstart ({STATE} is missing): choose an empty or new "
+                                          "--root (--force and --resume act only on a quickstart's root, never on other files)")
     if (root / 'train.lock').is_file(): RunLock(root).acquire().release()   # a live quickstart there: refuse before touching a file
-    if resume:
-        if not (root / STATE).is_file():
-            raise ConfigError(f"--resume: {root} holds no quickstart to continue ({STATE} is missing); leave out --resume to start one there")
-        st = json.loads((root / STATE).read_text())
-        if st['preset'] != preset:
-            raise ConfigError(f"--resume: {root} was started with --preset {st['preset']}; continue it with that preset, or pass --force to start afresh")
-        if st['threads'] != threads:
-            warnings.warn(f"--resume: {root} was started with --threads {st['threads']} and continues with {threads}: "
-                          "its metrics will not be bit-identical to an unbroken run's")
-        return st
-    if root.exists() and any(root.iterdir()):
-        if not force: raise ConfigError(f"{root} already holds a quickstart: pass --resume to continue an interrupted one, --force to start it afresh, or choose another --root")
-        shutil.rmtree(root)
+    if resume and kind == 'new': raise ConfigError(f"--resume: {root} holds no quickstart to continue ({STATE} is missing); leave out --resume to start one there")
+    if resume and kind == 'quickstart': return continued(read_state(root), root, preset, threads)
+    if kind == 'quickstart' and not force:
+        raise ConfigError(f"{root} already holds a quickstart: pass --resume to continue an interrupted one, --force to start it afresh, or choose another --root")
+    if kind != 'new': clear_quickstart(root)                              # a quickstart with --force, or one killed before its first record
     root.mkdir(parents=True, exist_ok=True)
     return dict(preset=preset, threads=threads, done=[], times={}, results={})
 
+# %% ../nbs/08b_quickstart.ipynb #8e9390e7
 def run_stage(run:Path, generate, overrides:dict, again:dict)->dict:
     "Train the quickstart's run `run` and return its results; continue it from its `last.ckpt` if an earlier attempt left one."
     if (run / 'checkpoints' / 'last.ckpt').is_file():
@@ -169,6 +211,7 @@ def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, pr
     st = open_root(root, preset, threads, force, resume)
     lock = RunLock(root).acquire()                        # one quickstart per root, as one training run per run dir
     try:
+        write_state(root, st)                             # from here on the root is a quickstart's, for --force and --resume
         clock, exp, log = Stopwatch(st['times']), root / 'experiments', dict(logging=dict(progress_bar=progress))
         cli = dict(training=dict(num_threads=threads)) if threads else {}    # wins over the preset, in both runs
         def stage(name, fn, *args):
@@ -180,7 +223,7 @@ def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, pr
                 return out
             except RunInterrupted: raise                        # a training run: its message says how to go on
             except KeyboardInterrupt: raise KeyboardInterrupt(f'in the {name} stage; run the same txc quickstart command with --resume to continue') from None
-            finally: (root / STATE).write_text(json.dumps(st, indent=1) + '\n')
+            finally: write_state(root, st)
         tok = stage('tokenizer', build_tokenizer, p, root / 'vocab') or WordPieceTokenizer.load(root / 'vocab')
         stage('datasets', build_datasets, p, tok, root / 'data')
         pre, ft, sc = exp / 'pretraining' / 'quickstart_pre', exp / 'finetuning' / 'quickstart_ft', exp / 'finetuning' / 'quickstart_scratch'

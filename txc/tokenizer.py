@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import WordPiece
 
-from .config import ConfigError, DataError
+from .config import ConfigError, DataError, check_out_dir
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'VOCAB_FILES', 'pad_vocab', 'bert_tokenizer', 'continuation_tokens', 'train_vocab', 'to_tensors',
@@ -148,8 +148,7 @@ class WordPieceTokenizer:
 # %% ../nbs/01_tokenizer.ipynb #264057f0
 def save_vocab_dir(tok:WordPieceTokenizer, vocab_dir) -> Path:
     "Write `tok` as `VOCAB_FILES` into `vocab_dir` (created if needed)."
-    d = Path(vocab_dir)
-    if d.exists() and not d.is_dir(): raise DataError(f'vocab dir {d} is a file: give a directory to write the vocab into')
+    d = check_out_dir(vocab_dir, 'vocab dir')      # not a file, nor under one
     d.mkdir(parents=True, exist_ok=True)
     vocab = tok.tok.get_vocab()
     (d/'vocab.txt').write_text(''.join(t + '\n' for t in sorted(vocab, key=vocab.get)), encoding='utf-8')
