@@ -109,7 +109,7 @@ def _rows(p:Path):
             r = csv.DictReader(f)
             yield from enumerate(r, 2)
         return
-    for i, line in enumerate(p.read_text(encoding='utf-8').splitlines(), 1):
+    for i, line in enumerate(p.read_text(encoding='utf-8-sig').splitlines(), 1):     # -sig: a BOM, as Windows editors write, is not text
         if not line.strip(): continue
         try: row = json.loads(line)
         except json.JSONDecodeError as e: raise DataError(f'{p}, line {i}: not valid JSON ({e.msg}): each line must be one JSON object') from None
@@ -133,7 +133,7 @@ def read_texts(input,                    # .txt, .csv or .jsonl path, or 'bundle
     if p.suffix not in ('.txt', '.csv', '.jsonl'): raise DataError(f'input file {p} has unknown extension {p.suffix!r}: use .txt, .csv or .jsonl')
     if p.suffix == '.txt':
         if label_field: raise DataError(f'{p} is a .txt file and has no fields, so no label field {label_field!r}: use .csv or .jsonl for labelled data')
-        try: texts, labels = [l.strip() for l in p.read_text(encoding='utf-8').splitlines() if l.strip()], None
+        try: texts, labels = [l.strip() for l in p.read_text(encoding='utf-8-sig').splitlines() if l.strip()], None
         except UnicodeDecodeError as e: raise _not_utf8(p, e) from None
     else: texts, labels = _read_fields(p, text_field, label_field)
     if not texts: raise DataError(f'input file {p} holds no texts (it is empty or every text is blank): give a file with at least one text')
