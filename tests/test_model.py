@@ -121,6 +121,9 @@ def test_from_bert_errors(tmp_path):
     with pytest.raises(DataError, match="hidden_act='relu'"): Encoder.from_bert(tmp_path)
     random_bert().config.to_json_file(tmp_path / 'config.json')
     with pytest.raises(DataError, match='model.safetensors or pytorch_model.bin'): Encoder.from_bert(tmp_path)
+    from safetensors.torch import save_file
+    save_file({k: v for k, v in random_bert().state_dict().items() if '.attention.self.key.' not in k}, tmp_path / 'model.safetensors')
+    with pytest.raises(DataError, match='lacks weights for'): Encoder.from_bert(tmp_path)     # a query without its key: not a TypeError
 
 
 # ---------------------------------------------------------------- overfitting one batch

@@ -166,7 +166,7 @@ def bert_state_to_txc(sd:dict, num_layers:int) -> dict:
     for i in range(num_layers):
         for p in ('weight', 'bias'):
             q, k, v = (sd.get(f'encoder.layer.{i}.attention.self.{n}.{p}') for n in ('query', 'key', 'value'))
-            if q is not None: out[f'blocks.{i}.attn.qkv.{p}'] = torch.cat([q, k, v], 0)  # (3H, H) or (3H,)
+            if all(t is not None for t in (q, k, v)): out[f'blocks.{i}.attn.qkv.{p}'] = torch.cat([q, k, v], 0)  # (3H, H) or (3H,); else missing
     return out
 
 # %% ../nbs/04_encoder.ipynb #57c3e01d
