@@ -144,13 +144,18 @@ def test_run_error_is_shown_not_raised(root):
     assert not p.running and not p.launch_btn.disabled  # the panel is usable again
 
 
-def test_launch_refuses_to_overwrite_a_finished_run(root):
-    "Launching a finished run again is refused with train_experiment's message, as `txc train -n NAME` refuses it; nothing is written."
+def finished_run(root, name):
+    "A panel that has just trained pretraining run `name` (2 steps) to the end, and its run dir."
     p = RunPanel(root)
-    new_run(p, 'pretraining', 'finished', **{'training.max_steps': 2})
+    new_run(p, 'pretraining', name, **{'training.max_steps': 2})
     p.launch_btn.click()
     assert p.wait(300) and p.error is None, p.message
-    run = root / 'pretraining' / 'finished'
+    return p, root / 'pretraining' / name
+
+
+def test_launch_refuses_to_overwrite_a_finished_run(root):
+    "Launching a finished run again is refused with train_experiment's message, as `txc train -n NAME` refuses it; nothing is written."
+    p, run = finished_run(root, 'finished')
     files = [run / 'config.yaml', *sorted(run.rglob('*.ckpt')), *sorted(run.rglob('*.csv'))]
     before = [f.stat().st_mtime_ns for f in files]
     assert p.source.value == 'finished' and not p.launch_btn.disabled
@@ -163,11 +168,8 @@ def test_launch_refuses_to_overwrite_a_finished_run(root):
 
 def test_save_does_not_edit_a_run_with_checkpoints(root):
     "A run that holds checkpoints keeps the config.yaml they were trained with: Save asks for a new name; saving unchanged writes nothing."
-    p = RunPanel(root)
-    new_run(p, 'pretraining', 'kept', **{'training.max_steps': 2})
-    p.launch_btn.click()
-    assert p.wait(300) and p.error is None, p.message
-    cfg_path = root / 'pretraining' / 'kept' / 'config.yaml'
+    p, run = finished_run(root, 'kept')
+    cfg_path = run / 'config.yaml'
     text, mtime = cfg_path.read_text(), cfg_path.stat().st_mtime_ns
     p.save_btn.click()
     assert 'nothing changed' in p.message and cfg_path.stat().st_mtime_ns == mtime
