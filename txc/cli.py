@@ -97,14 +97,14 @@ def add_train_args(p:argparse.ArgumentParser):
     p.add_argument('-n', '--name', required=True, help='experiment name')
     p.add_argument('-m', '--mode', required=True, choices=['pretraining', 'finetuning'], help='pretraining or finetuning')
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
-    p.add_argument('--resume', action='store_true', help="continue the run from its checkpoints/last.ckpt (after Ctrl-C or a crash), exactly where it stopped; without one, from best-model.ckpt")
+    p.add_argument('--resume', action='store_true', help="continue a stopped run from its full state: checkpoints/last.ckpt (written on Ctrl-C and every training.checkpoint_every_n_steps), else best-model.ckpt; it ends as an unbroken run would")
 
 def add_import_bert(sub):
     p = sub.add_parser('import-bert', help='a local BERT checkpoint dir as a pretraining experiment, to finetune like one txc trained')
     p.add_argument('model_dir', help='a BERT checkpoint dir: config.json, vocab.txt, model.safetensors or pytorch_model.bin')
     p.add_argument('-p', '--name', required=True, help='name of the pretraining experiment to create')
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
-    p.add_argument('--force', action='store_true', help="overwrite an existing experiment's config.yaml (never its checkpoints)")
+    p.add_argument('--force', action='store_true', help='replace an existing experiment that holds only a config.yaml (one that holds checkpoints is refused)')
 
 def cmd_import_bert(args):
     from txc.experiments import import_bert

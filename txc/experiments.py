@@ -200,8 +200,8 @@ def resume_own(run:RunDir, cfg:TxcConfig)->TxcConfig:
     name = next((n for n in ('last.ckpt', 'best-model.ckpt') if (run.checkpoints / n).is_file()), None)
     if name is None:
         raise ConfigError(f"--resume: {run.path} holds no checkpoints/last.ckpt to continue from (it stopped before its first checkpoint): leave out --resume to start it")
-    if name == 'best-model.ckpt':          # no periodic checkpoints (checkpoint_every_n_steps: null): the best evaluation is the latest full state
-        warnings.warn(f"--resume: {run.path} has no checkpoints/last.ckpt (training.checkpoint_every_n_steps is not set), so it continues from "
+    if name == 'best-model.ckpt':          # no periodic checkpoint yet: the best evaluation's is the only full state there is
+        warnings.warn(f"--resume: {run.path} has no checkpoints/last.ckpt (none written yet: training.checkpoint_every_n_steps is unset or not reached), so it continues from "
                       "best-model.ckpt, its best evaluation; the steps after that are trained again")
     cfg.training.resume = ResumeConfig(is_resume=True, checkpoint_path=f'checkpoints/{name}', load_only_model_state=False,
                                        strict=cfg.training.resume.strict)
