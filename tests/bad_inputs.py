@@ -363,7 +363,7 @@ CASES = [
          **_train('pretraining', 'res_part', lambda c: (set_keys(architecture__num_layers=2)(c), resume_keys(checkpoint_path='../pre/checkpoints/last.ckpt', strict=False, load_only_model_state=False)(c))),
          needles=('training.resume.strict: false loaded only part of', 'last.ckpt', 'load_only_model_state: true')),
     Case('rerun_finished', '`train.py` again on a finished run (a reused or mistyped name)', argv=['train.py', '-n', 'pre', '-m', 'pretraining'],
-         needles=('experiments/pretraining/pre already holds checkpoints', 'model.ckpt', 'checkpoint_path: checkpoints/last.ckpt')),
+         needles=('experiments/pretraining/pre has finished', 'training it again would overwrite', '-p NEW -rp pre')),
     Case('rerun_finished_own', 'a finished run set to resume from its own `best-model.ckpt`', argv=['train.py', '-n', 'pre', '-m', 'pretraining'],
          setup=_cfg('pretraining', 'pre', set_keys(training__resume=dict(is_resume=True, checkpoint_path='checkpoints/best-model.ckpt', load_only_model_state=False))),
          needles=('experiments/pretraining/pre has finished', 'from its own checkpoints/best-model.ckpt would overwrite', '-p NEW -rp pre')),

@@ -162,7 +162,7 @@ def test_launch_refuses_to_overwrite_a_finished_run(root):
     thread = p.thread
     p.launch_btn.click()
     assert p.thread is thread and not p.running
-    assert 'already holds checkpoints' in p.message and 'color:#c00' in p.status.value
+    assert 'has finished' in p.message and 'color:#c00' in p.status.value
     assert [f.stat().st_mtime_ns for f in files] == before
 
 

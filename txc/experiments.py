@@ -175,25 +175,33 @@ def _train_further(run:RunDir, kind:str)->str:
     if kind == 'pretraining': return f"generate a new experiment that starts from it (generate_pretraining_experiment.py -p NEW -rp {run.path.name})"
     return f"generate a new experiment and set its training.resume.checkpoint_path to {run.model_ckpt.resolve()}"
 
+def _check_owner(run:RunDir, cfg:TxcConfig):
+    "ConfigError if `run` (an output_dir two experiments share) holds another experiment's run."
+    if run.config.is_file() and (owner := load_config(run.config).experiment.name) != cfg.experiment.name:
+        raise ConfigError(f"{run.path} holds the run of experiment {owner!r}, not {cfg.experiment.name!r}: give each experiment its own experiment.output_dir")
+
 def check_no_overwrite(run:RunDir, cfg:TxcConfig):
     "ConfigError if training `cfg` into `run` would overwrite its checkpoints and metrics other than by continuing a killed run exactly."
+    _check_owner(run, cfg)
     if not (held := ', '.join(sorted(p.name for p in run.checkpoints.glob('*.ckpt')))): return
     r, kind = cfg.training.resume, cfg.experiment.kind
     own = r.is_resume and r.checkpoint_path and (run.path / r.checkpoint_path).resolve().parent == run.checkpoints.resolve()
     if own and not r.load_only_model_state and not run.model_ckpt.is_file(): return     # a killed run, continued from its full state
+    if run.model_ckpt.is_file():
+        again = f"training it again from its own {r.checkpoint_path}" if own else "training it again"
+        raise ConfigError(f"{run.path} has finished (checkpoints/model.ckpt is written at the end): {again} would overwrite its checkpoints ({held}) "
+                          f"and metrics; to train it further, {_train_further(run, kind)}; to start afresh delete {run.checkpoints}")
     if not own:
         raise ConfigError(f"{run.path} already holds checkpoints ({held}) that training again would overwrite: to continue a killed run pass --resume "
                           "(or set training.resume to {is_resume: true, checkpoint_path: checkpoints/last.ckpt, load_only_model_state: false}); "
                           f"to start afresh delete {run.checkpoints}; or generate a new experiment")
-    if run.model_ckpt.is_file():
-        raise ConfigError(f"{run.path} has finished (checkpoints/model.ckpt is written at the end): training it again from its own {r.checkpoint_path} "
-                          f"would overwrite its checkpoints ({held}) and metrics; to train it further, {_train_further(run, kind)}")
     raise ConfigError(f"{run.path}: training.resume.load_only_model_state: true starts a new optimizer and schedule from its own {r.checkpoint_path}, "
                       f"which would overwrite its checkpoints ({held}) and metrics: set load_only_model_state: false to continue the run exactly where "
                       f"{r.checkpoint_path} left it, or {_train_further(run, kind)}")
 
 def resume_own(run:RunDir, cfg:TxcConfig)->TxcConfig:
     "`cfg` set to continue `run` exactly from its own `last.ckpt` (else `best-model.ckpt`), full training state included: what `--resume` does."
+    _check_owner(run, cfg)
     if (run.checkpoints / 'model.ckpt').is_file():
         raise ConfigError(f"--resume: {run.path} has finished (checkpoints/model.ckpt is written at the end), so there is nothing to continue; "
                           "to train it further, generate a new experiment that starts from it (generate_pretraining_experiment.py -rp)")

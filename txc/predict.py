@@ -69,7 +69,7 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     n = cfg.classification_head.num_labels
     cfg.tokenizer.vocab_dir, cfg.data.labels_path = _near_run(cfg.tokenizer.vocab_dir, run_dir), _near_run(cfg.data.labels_path, run_dir)
     check_checkpoint_vocab(ck, cfg.tokenizer.vocab_dir, str(run_dir / checkpoint))   # a vocab trained again in place would misread every text
-    p = cls(model, load_tokenizer(cfg), label_names(cfg) or [str(i) for i in range(n)], cfg.tokenizer.max_length)
+    p = cls(model, load_tokenizer(cfg, warn_unused=False), label_names(cfg) or [str(i) for i in range(n)], cfg.tokenizer.max_length)
     p.vocab_dir = cfg.tokenizer.vocab_dir                # what `txc predict --score` checks a dataset's prepare.json against
     return p
 Predictor.from_run = classmethod(_from_run)

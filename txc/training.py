@@ -57,8 +57,8 @@ def label_names(cfg:TxcConfig)->Optional[list[str]]:
         raise ConfigError(f"data.labels_path {p} lists {len(names)} labels but classification_head.num_labels is {cfg.classification_head.num_labels}: make them agree")
     return [str(n) for n in names]
 
-def load_tokenizer(cfg:TxcConfig):
-    "The tokenizer of `tokenizer.vocab_dir`, through `tokenizer.wrapper_path` ('module:Class') when set."
+def load_tokenizer(cfg:TxcConfig, warn_unused:bool=True):
+    "The tokenizer of `tokenizer.vocab_dir`, through `tokenizer.wrapper_path` ('module:Class') when set; `warn_unused`: say so when embedding rows go unused in a new model."
     cls = WordPieceTokenizer
     if cfg.tokenizer.wrapper_path:
         mod, _, name = cfg.tokenizer.wrapper_path.partition(':')
@@ -67,7 +67,8 @@ def load_tokenizer(cfg:TxcConfig):
     tok = cls.load(cfg.tokenizer.vocab_dir)
     if tok.vocab_size > cfg.architecture.vocab_size:
         raise ConfigError(f"architecture.vocab_size = {cfg.architecture.vocab_size} is smaller than the tokenizer's vocab ({tok.vocab_size}, {cfg.tokenizer.vocab_dir}): set it to {tok.vocab_size}")
-    if tok.vocab_size < cfg.architecture.vocab_size:     # legal, but ids past the vocab never occur and the MLM decoder still scores them
+    starts_from = cfg.training.resume.is_resume or (cfg.pretrained_experiment and (cfg.pretrained_experiment.name or cfg.pretrained_experiment.run_dir))
+    if warn_unused and not starts_from and tok.vocab_size < cfg.architecture.vocab_size:   # legal, but ids past the vocab never occur and cost time
         warnings.warn(f"architecture.vocab_size = {cfg.architecture.vocab_size} but the tokenizer ({cfg.tokenizer.vocab_dir}) has {tok.vocab_size} tokens: "
                       f"the extra rows are never used and cost time; set it to {tok.vocab_size}")
     return tok
