@@ -154,7 +154,8 @@ def import_bert(model_dir, name:str, root=None, force:bool=False)->Path:
     if held := sorted(p.name for p in run.checkpoints.glob('*.ckpt')):
         raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}): import the checkpoint under another name")
     arch, sd = read_bert_dir(model_dir)                                # DataError naming the file for anything unreadable
-    opts = json.loads(p.read_text()) if (p := Path(model_dir) / 'tokenizer_config.json').is_file() else {}
+    try: opts = json.loads(p.read_text(encoding='utf-8')) if (p := Path(model_dir) / 'tokenizer_config.json').is_file() else {}
+    except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{p}: not valid JSON ({e}); re-save the checkpoint with transformers' save_pretrained") from None
     cfg = load_config(template_path('pretraining', root))
     tok = WordPieceTokenizer.from_vocab(model_dir, lowercase=opts.get('do_lower_case', True),
                                         max_length=min(cfg.tokenizer.max_length, arch.max_position_embeddings))
