@@ -63,7 +63,7 @@ def default_template(kind:str)->TxcConfig:
     return TxcConfig(
         experiment=dict(name=f'{kind}_template', kind=kind),
         architecture=dict(preset='tiny'),
-        training=dict(lr=5e-4 if pre else 1e-4, epochs=1 if pre else 3, batch_size=32),
+        training=dict(lr=5e-4 if pre else 1e-4, epochs=1 if pre else 3, batch_size=32, checkpoint_every_n_steps=500),   # a crash costs at most 500 steps
         pretrained_experiment=None if pre else PretrainedExperimentConfig(),
         data={s: {'dataset_path': f'{data}/{s}.pt'} for s in ('train', 'val', 'test')} | ({} if pre else {'labels_path': f'{data}/labels.json'}))
 
