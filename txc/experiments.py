@@ -41,6 +41,8 @@ class RunDir:
     def model_ckpt(self)->Path: return self.checkpoints / 'model.ckpt'
     @property
     def best_ckpt(self)->Path: return self.checkpoints / 'best-model.ckpt'
+    @property
+    def held(self)->list[str]: return sorted(p.name for p in self.checkpoints.glob('*.ckpt'))   # the checkpoints it holds
 
 # %% ../nbs/08_experiments.ipynb #dd8dafa6
 def check_name(name:str)->str:
@@ -151,7 +153,7 @@ def import_bert(model_dir, name:str, root=None, force:bool=False)->Path:
     from txc.checkpoint import atomic_save, model_state
     from txc.data import vocab_sha256
     run = RunDir.of(name, 'pretraining', root); _claim(run, force)
-    if held := sorted(p.name for p in run.checkpoints.glob('*.ckpt')):
+    if held := run.held:
         raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}): import the checkpoint under another name")
     arch, sd = read_bert_dir(model_dir)                                # DataError naming the file for anything unreadable
     try: opts = json.loads(p.read_text(encoding='utf-8')) if (p := Path(model_dir) / 'tokenizer_config.json').is_file() else {}
@@ -184,7 +186,7 @@ def _check_owner(run:RunDir, cfg:TxcConfig):
 def check_no_overwrite(run:RunDir, cfg:TxcConfig):
     "ConfigError if training `cfg` into `run` would overwrite its checkpoints and metrics other than by continuing a killed run exactly."
     _check_owner(run, cfg)
-    if not (held := ', '.join(sorted(p.name for p in run.checkpoints.glob('*.ckpt')))): return
+    if not (held := ', '.join(run.held)): return
     r, kind = cfg.training.resume, cfg.experiment.kind
     own = r.is_resume and r.checkpoint_path and (run.path / r.checkpoint_path).resolve().parent == run.checkpoints.resolve()
     if own and not r.load_only_model_state and not run.model_ckpt.is_file(): return     # a killed run, continued from its full state

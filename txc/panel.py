@@ -169,7 +169,7 @@ RunPanel.edits, RunPanel.validate = _edits, _validate
 # %% ../nbs/09_panel.ipynb #0f9decb3
 def check_in_place_edit(run:RunDir, old:TxcConfig, new:TxcConfig):
     "ConfigError if saving `new` over `old` in `run` would change the config of checkpoints the run already holds (ticking *continue* may)."
-    held = sorted(p.name for p in run.checkpoints.glob('*.ckpt'))
+    held = run.held
     cont = new.training.resume.model_dump(include=set(CONTINUE)) == CONTINUE
     same_run = new.model_dump(exclude={'training': {'resume'}}) == old.model_dump(exclude={'training': {'resume'}})
     if held and new != old and not (cont and same_run):
