@@ -126,3 +126,27 @@ def test_torchrun_ctrl_c_stops_both_ranks_at_one_step_and_resumes_exactly(tmp_pa
     assert read_csv(cut / 'metrics/eval/val.csv') == read_csv(full / 'metrics/eval/val.csv')
     wa, wb = load_checkpoint(full / 'checkpoints/model.ckpt')['model'], load_checkpoint(cut / 'checkpoints/model.ckpt')['model']
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize('case', ['missing dataset', 'W&B start refused'])
+def test_torchrun_error_is_one_line_for_the_job(tmp_path, case):
+    """A mistake every rank meets (a missing dataset file) is printed once, not once a rank; a W&B run that rank 0 cannot start
+    (online mode without an API key) stops rank 1 too, with rank 0's one line, not gloo's 'Connection closed by peer' traceback."""
+    ws = make_workspace(tmp_path / 'ws', n_train=32, n_val=8, n_test=8)
+    run_dir = tmp_path / 'run'
+    if case == 'missing dataset':
+        cfg = tiny_config(ws, 'pretraining', 'run', epochs=1)
+        cfg.data.train.dataset_path = str(tmp_path / 'nosuch.pt')
+        env, line = ENV, 'error: data.train.dataset_path: dataset file'
+    else:
+        cfg = tiny_config(ws, 'pretraining', 'run', epochs=1, logging=dict(use_wandb=True, wandb_mode='online'))
+        env = {k: v for k, v in ENV.items() if not k.startswith('WANDB_')} | {'WANDB_CONFIG_DIR': str(tmp_path / 'wandb-config'),
+                                                                              'NETRC': str(tmp_path / 'no-netrc')}
+        line = "error: logging.wandb_mode 'online': W&B could not start a run"
+    write_run(cfg, run_dir)
+    res = subprocess.run(torchrun_cmd(run_dir), capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode != 0
+    errors = [l for l in res.stderr.splitlines() if l.startswith('error: ')]
+    assert len(errors) == 1 and errors[0].startswith(line), res.stderr[-4000:]
+    assert '[rank' not in res.stderr and 'Connection closed by peer' not in res.stderr, res.stderr[-4000:]   # no rank's traceback
+    assert not (run_dir / 'checkpoints').exists() and not (run_dir / 'wandb_id.txt').exists()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #f4c33c49
 from __future__ import annotations
-import argparse, json, os, re, sys, time, warnings
+import argparse, hashlib, json, os, re, sys, time, warnings
 from pathlib import Path
 
 from .config import TxcError, DataError, PRESETS, check_out_dir
@@ -14,7 +14,7 @@ from .config_io import load_config, config_to_yaml
 __all__ = ['COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check',
            'cmd_check', 'add_train', 'add_train_args', 'add_import_bert', 'cmd_import_bert', 'cmd_train', 'add_predict',
            'read_lines', 'dataset_classes', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench',
-           'Parser', 'build_parser', 'guarded', 'finish', 'main', 'generate_pretraining_main',
+           'Parser', 'build_parser', 'say', 'guarded', 'finish', 'main', 'generate_pretraining_main',
            'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
@@ -224,7 +224,16 @@ def build_parser()->argparse.ArgumentParser:
     for add, _ in COMMANDS.values(): add(sub)
     return parser
 
-def _warning_line(message, category, filename, lineno, file=None, line=None): print(f"warning: {message}", file=file or sys.stderr)
+def say(line:str, file=None):
+    "Print `line` on stderr (or `file`). Under torchrun only the first rank on this machine to say a given line prints it: the ranks of a job mostly meet the same error or warning, and once is enough."
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and (f := os.environ.get('TORCHELASTIC_ERROR_FILE')):
+        mark = Path(f).parents[1] / f"txc-said-{hashlib.sha256(line.encode()).hexdigest()[:16]}"   # in torchrun's directory for this attempt
+        try: os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError: return                                     # another rank said it
+        except OSError: pass                                               # cannot tell: say it
+    print(line, file=file or sys.stderr)
+
+def _warning_line(message, category, filename, lineno, file=None, line=None): say(f"warning: {message}", file)
 
 def guarded(fn, *args)->int:
     "Call `fn(*args)`; a `TxcError` becomes one line `error: ...` on stderr and exit code 2, Ctrl-C `interrupted: ...` and 130; a warning one line `warning: ...`."
@@ -232,7 +241,7 @@ def guarded(fn, *args)->int:
         warnings.showwarning = _warning_line
         try: fn(*args)
         except TxcError as e:
-            print(f"error: {e}", file=sys.stderr)
+            say(f"error: {e}")
             return 2
         except KeyboardInterrupt as e:                 # Ctrl-C; a training run has saved its state first (`RunInterrupted`)
             from .distributed import dist_env          # here, so that `txc --help` does not wait for torch

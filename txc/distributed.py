@@ -17,7 +17,7 @@ from .trainer import Callback
 
 # %% auto #0
 __all__ = ['DistEnv', 'dist_env', 'is_distributed', 'init_distributed', 'cleanup_distributed', 'all_reduce_sum', 'gather_objects',
-           'barrier', 'DDPCB']
+           'barrier', 'raise_shared', 'DDPCB']
 
 # %% ../nbs/07b_distributed.ipynb #9eb5442f
 @dataclass(frozen=True)
@@ -72,6 +72,10 @@ def gather_objects(obj)->list:
 
 def barrier():
     if is_distributed(): dist.barrier()
+
+def raise_shared(err:Exception|None):
+    "Raise the first error any process had, on every process; return if none had one. A rank that stopped alone would leave its peers waiting in their next collective."
+    if errs := [e for e in gather_objects(err) if e is not None]: raise errs[0]
 
 # %% ../nbs/07b_distributed.ipynb #037537c4
 class DDPCB(Callback):

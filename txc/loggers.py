@@ -11,6 +11,7 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from .config import ConfigError
+from .distributed import raise_shared
 from .trainer import Callback
 
 # %% auto #0
@@ -180,10 +181,11 @@ class WandbCB(Callback):
                  mode:str='offline', # W&B mode; offline needs no network or login
                  every_n_steps:int=1, # log the training row every this many optimizer steps
                  train:bool=True, # log training rows (`logging.log_train_metrics`)
-                 eval:bool=True): # log evaluations (`logging.log_eval_metrics`)
+                 eval:bool=True, # log evaluations (`logging.log_eval_metrics`)
+                 main:bool=True): # False on the other ranks of a torchrun job: they only learn whether rank 0's W&B run started
         self.wandb = import_wandb()                  # while the trainer is built: a missing wandb stops the run before it starts
         self.dir, self.project, self.name, self.config, self.mode = Path(run_dir), project, name, config, mode
-        self.every, self.train, self.eval = every_n_steps, train, eval
+        self.every, self.train, self.eval, self.main = every_n_steps, train and main, eval and main, main
     def after_step(self, t):
         if self.train and t.step % self.every == 0:
             self.run.log({f'train/{k}': v for k, v in t.train_row.items() if v is not None}, step=t.global_step)
@@ -196,12 +198,15 @@ class WandbCB(Callback):
 
 # %% ../nbs/07d_loggers.ipynb #ca4205cf
 def _start(self:WandbCB, t):
-    "Start the W&B run (the one in `wandb_id.txt` again on a resume); a refused start is a `ConfigError`."
-    id_file = self.dir / 'wandb_id.txt'
-    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
-    try: self.run = self.wandb.init(project=self.project, name=self.name, id=run_id, resume='allow', dir=str(self.dir),
-                                    mode=self.mode, config=self.config)
-    except self.wandb.errors.Error as e: raise ConfigError(wandb_start_message(self.mode, e)) from None
-    id_file.write_text(run_id)                       # a resumed run continues this W&B run
+    "Start the W&B run (the one in `wandb_id.txt` again on a resume); a refused start is a `ConfigError`, on every rank."
+    err = None
+    if self.main:
+        id_file = self.dir / 'wandb_id.txt'
+        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        try: self.run = self.wandb.init(project=self.project, name=self.name, id=run_id, resume='allow', dir=str(self.dir),
+                                        mode=self.mode, config=self.config)
+        except Exception as e: err = ConfigError(wandb_start_message(self.mode, e))
+        else: id_file.write_text(run_id)             # a resumed run continues this W&B run
+    raise_shared(err)
 
 WandbCB.before_fit = _start

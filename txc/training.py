@@ -20,7 +20,7 @@ from .collate import MLMCollator, ClassificationCollator
 from .heads import MaskedLM, Classifier
 from .trainer import Callback, Trainer, Precision, make_loader, resolve_device
 from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, class_weighted_loss
-from .distributed import DistEnv, DDPCB, barrier, init_distributed, cleanup_distributed, gather_objects, is_distributed
+from .distributed import DistEnv, DDPCB, barrier, init_distributed, cleanup_distributed, is_distributed, raise_shared
 from .metrics import EvalCB, MLMMetrics, ClassificationMetrics
 from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB, import_wandb
 from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, check_checkpoint_vocab, restore
@@ -117,7 +117,6 @@ class CompileCB(Callback):
 def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, device, names=None, resume_step=None)->list:
     "The callbacks of a run, from its config."
     tc, lg, seed, fine = cfg.training, cfg.logging, cfg.experiment.seed, cfg.experiment.kind == 'finetuning'
-    if lg.use_wandb: import_wandb()                  # on every rank, before training: a missing wandb stops them all
     cfg_dict, bs, dev = cfg.model_dump(mode='json'), tc.eval_batch_size or 2 * tc.batch_size, device
     metrics = (lambda: ClassificationMetrics(cfg.classification_head.num_labels, dev, names)) if fine else (lambda: MLMMetrics(dev))
     def loader(s): return make_loader(ds[s], bs, eval_collate, False, seed, env.rank, env.world_size)
@@ -128,12 +127,12 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
         raise ConfigError("training.early_stopping_patience needs a validation set: set data.val.dataset_path or remove the patience")
     if 'val' in ds: cbs.append(EvalCB(loader('val'), metrics, tc.eval_every_n_steps, tc.eval_each_epoch, tc.early_stopping_patience))
     if fine and 'test' in ds: cbs.append(EvalCB(loader('test'), metrics, each_epoch=False, split='test', track_best=False))
+    if lg.use_wandb: cbs.append(WandbCB(run_dir, lg.wandb_project, cfg.experiment.name, cfg_dict, lg.wandb_mode, lg.log_every_n_steps,
+                                        lg.log_train_metrics, lg.log_eval_metrics, main=env.is_main))   # on every rank: a missing wandb or a refused start stops them all
     if not env.is_main: return cbs
     cbs.append(SlowdownCB())
     if lg.log_metrics_csv: cbs.append(CSVLoggerCB(run_dir, lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics, resume_step))
     if lg.progress_bar: cbs.append(ProgressCB())
-    if lg.use_wandb: cbs.append(WandbCB(run_dir, lg.wandb_project, cfg.experiment.name, cfg_dict, lg.wandb_mode,
-                                        lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics))
     return cbs
 
 # %% ../nbs/07f_training.ipynb #7a5090af
@@ -176,8 +175,8 @@ def _lock(run_dir, env:DistEnv)->Optional[RunLock]:
     lock, err = RunLock(run_dir), None
     if env.is_main:
         try: lock.acquire()
-        except TxcError as e: err = str(e)
-    if errs := [e for e in gather_objects(err) if e]: raise TxcError(errs[0])
+        except TxcError as e: err = e
+    raise_shared(err)
     return lock if env.is_main else None
 
 def train(cfg:TxcConfig, run_dir, datasets:Optional[dict]=None, tokenizer=None, callbacks=())->Trainer:
