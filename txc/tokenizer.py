@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_tokenizer.ipynb #af4eabdd
 from __future__ import annotations
-import json
+import json, re
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -15,8 +15,8 @@ from tokenizers.models import WordPiece
 from .config import ConfigError, DataError, check_out_dir
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'VOCAB_FILES', 'pad_vocab', 'bert_tokenizer', 'continuation_tokens', 'train_vocab', 'to_tensors',
-           'WordPieceTokenizer', 'save_vocab_dir', 'load_vocab_dir', 'from_vocab_file']
+__all__ = ['SPECIAL_TOKENS', 'VOCAB_FILES', 'MAX_WORD_CHARS', 'pad_vocab', 'bert_tokenizer', 'continuation_tokens', 'train_vocab',
+           'to_tensors', 'WordPieceTokenizer', 'save_vocab_dir', 'load_vocab_dir', 'from_vocab_file']
 
 # %% ../nbs/01_tokenizer.ipynb #e08157db
 SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']  # ids 0..4 in vocabs txc trains
@@ -33,12 +33,14 @@ def pad_vocab(tokens:list[str], # tokens in id order
     return tokens
 
 # %% ../nbs/01_tokenizer.ipynb #b4c3fcf0
+MAX_WORD_CHARS = 100                          # BERT's rule: encoding turns a longer word into one [UNK]
+
 def bert_tokenizer(vocab:dict[str, int],  # token -> id, must hold the SPECIAL_TOKENS
                    lowercase:bool=True,    # lowercase the text before WordPiece
                    strip_accents:bool|None=None, # None: strip accents iff lowercase (BERT's rule)
                   ) -> Tokenizer:
     "An HF `Tokenizer` that tokenizes like transformers' `BertTokenizerFast` over `vocab`."
-    tok = Tokenizer(WordPiece(vocab, unk_token='[UNK]', continuing_subword_prefix='##', max_input_chars_per_word=100))
+    tok = Tokenizer(WordPiece(vocab, unk_token='[UNK]', continuing_subword_prefix='##', max_input_chars_per_word=MAX_WORD_CHARS))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                 strip_accents=strip_accents, lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -56,16 +58,32 @@ def _checked(texts:Iterable[str]) -> Iterator[str]:
         if not isinstance(t, str): raise DataError(f'text {i} is {type(t).__name__} {t!r:.40}, not str: drop or fill missing texts')
         yield t
 
-def _file_chars(files) -> tuple[list[str], set[str]]:
-    "`files` as a list of paths, and the set of characters in them; `DataError` if one is missing or not UTF-8."
-    files, chars = [files] if isinstance(files, (str, Path)) else list(files), set()
+_LONG_RUN = re.compile(r'\S{%d,}' % (MAX_WORD_CHARS + 1))   # a text without one has no such word
+
+def _short_words(tok:Tokenizer, texts:Iterable[str]) -> Iterator[str]:
+    "`texts`, less the words over `MAX_WORD_CHARS` characters that `tok`'s normaliser and pre-tokenizer make of them."
+    for t in texts:
+        if _LONG_RUN.search(t):
+            t = ' '.join(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(t)) if len(w) <= MAX_WORD_CHARS)
+        yield t
+
+def _file_chars(files) -> tuple[list[str], set[str], bool]:
+    "`files` as a list of paths, the set of characters in them, and whether they hold a run of over `MAX_WORD_CHARS` non-space characters; `DataError` if one is missing or not UTF-8."
+    files, chars, long = [files] if isinstance(files, (str, Path)) else list(files), set(), False
     for f in files:
         if not Path(f).is_file(): raise DataError(f'tokenizer training file {f} not found: check the path')
         try:
             with open(f, encoding='utf-8') as fh:
-                while chunk := fh.read(1 << 24): chars.update(chunk)
+                tail = ''
+                while chunk := fh.read(1 << 24):
+                    chars.update(chunk)
+                    long = long or bool(_LONG_RUN.search(tail + chunk)); tail = chunk[-MAX_WORD_CHARS:]
         except UnicodeDecodeError as e: raise DataError(f'tokenizer training file {f} is not UTF-8 ({e}): convert it, e.g. with iconv') from e
-    return [str(f) for f in files], chars
+    return [str(f) for f in files], chars, long
+
+def _lines(files) -> Iterator[str]:
+    for f in files:
+        with open(f, encoding='utf-8') as fh: yield from fh
 
 # %% ../nbs/01_tokenizer.ipynb #da4b9a96
 def continuation_tokens(tok:Tokenizer, chars:set[str]) -> list[str]:
@@ -87,12 +105,13 @@ def train_vocab(files=None,           # text file(s), UTF-8, to train on
     if vocab_size < 64: raise ConfigError(f'tokenizer vocab_size must be at least 64, got {vocab_size}')
     if min_frequency < 0: raise ConfigError(f'tokenizer min_frequency must be 0 or more, got {min_frequency}')
     tok = bert_tokenizer({t: i for i, t in enumerate(SPECIAL_TOKENS)}, lowercase, strip_accents)
-    if texts is not None: texts = list(_checked(texts)); chars = set().union(*texts)
-    else: files, chars = _file_chars(files)
+    if texts is not None: texts = list(_short_words(tok, _checked(texts))); chars = set().union(*texts)
+    else: files, chars, long = _file_chars(files)
     specials = SPECIAL_TOKENS + continuation_tokens(tok, chars)
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
                                         special_tokens=specials, continuing_subword_prefix='##')
     if texts is not None: tok.train_from_iterator(texts, trainer)
+    elif long: tok.train_from_iterator(_short_words(bert_tokenizer(tok.get_vocab(), lowercase, strip_accents), _lines(files)), trainer)   # a twin: `tok` is busy training
     else: tok.train(files, trainer)
     vocab = tok.get_vocab()
     if len(vocab) == len(specials): raise DataError(f'no text to train the tokenizer on in {files or "texts"}: give non-empty input')
