@@ -18,10 +18,11 @@ __all__ = ['COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenize
            'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
-def at_least(low:int):
-    "An argparse type: an int that is `low` or more, so that a 0 or a negative count is a usage error, not a crash later on."
+def at_least(low:int, high:int=2**31 - 1):
+    "An argparse type: an int from `low` to `high`, so that a 0, a negative count or a 20-digit one is a usage error, not a crash later on."
     def int_(s:str)->int:                     # argparse names the type after the function: "invalid int value: 'x'"
         if (v := int(s)) < low: raise argparse.ArgumentTypeError(f'{v}: use {low} or more')
+        if v > high: raise argparse.ArgumentTypeError(f'{v}: use at most {high}')
         return v
     int_.__name__ = 'int'
     return int_
@@ -75,7 +76,7 @@ def cmd_prepare(args):
 def add_check(sub):
     p = sub.add_parser('check', help='validate config.yaml files and .pt datasets')
     p.add_argument('paths', nargs='+', help='config .yaml files and .pt datasets')
-    p.add_argument('--num-labels', type=int, default=None, help='check that dataset labels lie in [0, N)')
+    p.add_argument('--num-labels', type=at_least(2), default=None, help='check that dataset labels lie in [0, N)')
     p.add_argument('--show', action='store_true', help='print each config in full, with comments')
 
 def cmd_check(args):
@@ -172,7 +173,7 @@ def add_quickstart(sub):
     p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh: deletes what it wrote there (any other non-empty --root is refused)')
     p.add_argument('--resume', action='store_true', help='continue an interrupted quickstart in --root (same --preset) where it stopped')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
-    p.add_argument('--threads', type=int, default=None, help="torch threads for both runs (default: torch's, one per core); 1 is faster on a busy machine")
+    p.add_argument('--threads', type=at_least(1), default=None, help="torch threads for both runs (default: torch's, one per core); 1 is faster on a busy machine")
 
 def cmd_quickstart(args):
     from txc.quickstart import quickstart, summary_table

@@ -14,9 +14,10 @@ from .config import ConfigError, DataError, TxcConfig
 from .data import vocab_sha256
 from .config_io import config_error
 from .heads import Classifier
+from .collate import collate_trim
 from .checkpoint import load_checkpoint, load_model_state, check_checkpoint_vocab
 from .metrics import ClassificationMetrics
-from .training import load_tokenizer, label_names
+from .training import load_tokenizer, label_names, seq_len
 from pydantic import ValidationError
 
 # %% auto #0
@@ -68,8 +69,9 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     load_model_state(model, ck['model'], strict=True, source=str(run_dir / checkpoint))
     n = cfg.classification_head.num_labels
     cfg.tokenizer.vocab_dir, cfg.data.labels_path = _near_run(cfg.tokenizer.vocab_dir, run_dir), _near_run(cfg.data.labels_path, run_dir)
+    cfg.data.train.dataset_path = _near_run(cfg.data.train.dataset_path, run_dir)       # its prepare.json: how long the training texts were
     check_checkpoint_vocab(ck, cfg.tokenizer.vocab_dir, str(run_dir / checkpoint))   # a vocab trained again in place would misread every text
-    p = cls(model, load_tokenizer(cfg, warn_unused=False), label_names(cfg) or [str(i) for i in range(n)], cfg.tokenizer.max_length)
+    p = cls(model, load_tokenizer(cfg, warn_unused=False), label_names(cfg) or [str(i) for i in range(n)], seq_len(cfg))
     p.vocab_dir = cfg.tokenizer.vocab_dir                # what `txc predict --score` checks a dataset's prepare.json against
     return p
 Predictor.from_run = classmethod(_from_run)
@@ -100,9 +102,11 @@ class Ensemble(Predictor):
 # %% ../nbs/08a_predict.ipynb #a5b6c7d8
 @torch.no_grad()
 def _log_proba_ids(self, input_ids:torch.Tensor, attention_mask:torch.Tensor, batch_size:int=64)->torch.Tensor:
-    "Log class probabilities of rows tokenized with this predictor's vocab (a `txc prepare` dataset's tensors), (N, num_labels)."
-    out = [self.model(input_ids[i:i + batch_size], attention_mask[i:i + batch_size])[0].float().log_softmax(-1)
-           for i in range(0, len(input_ids), batch_size)]
+    "Log class probabilities of rows tokenized with this predictor's vocab (a `txc prepare` dataset's tensors), (N, num_labels); rows are cut at `max_length`, as training's collator cut them."
+    out = []
+    for i in range(0, len(input_ids), batch_size):
+        b = collate_trim(list(zip(input_ids[i:i + batch_size], attention_mask[i:i + batch_size])), self.max_length, self.tokenizer.sep_id)
+        out.append(self.model(b['input_ids'], b['attention_mask'])[0].float().log_softmax(-1))
     return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
 def _one_vocab(members:list[Predictor]):

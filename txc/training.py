@@ -26,8 +26,9 @@ from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB,
 from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, check_checkpoint_vocab, restore
 
 # %% auto #0
-__all__ = ['load_splits', 'label_names', 'load_tokenizer', 'pretrained_checkpoint', 'build_model', 'seed_everything',
-           'make_collators', 'CompileCB', 'make_callbacks', 'resume_path', 'build_trainer', 'train']
+__all__ = ['load_splits', 'prepared_max_length', 'seq_len', 'label_names', 'load_tokenizer', 'pretrained_checkpoint',
+           'build_model', 'seed_everything', 'make_collators', 'CompileCB', 'make_callbacks', 'resume_path',
+           'build_trainer', 'train']
 
 # %% ../nbs/07f_training.ipynb #3a475e1b
 def load_splits(cfg:TxcConfig)->dict:
@@ -42,7 +43,23 @@ def load_splits(cfg:TxcConfig)->dict:
             out[s] = load_tensor_dataset(p, num_labels=n, require_labels=fine, vocab_size=cfg.architecture.vocab_size)
             check_same_vocab(p, cfg.tokenizer.vocab_dir)                                  # the ids mean the tokens of this vocab
         except DataError as e: raise DataError(f"data.{s}.dataset_path: {e}") from None         # the key to fix, then the file
+    if (n := seq_len(cfg)) < cfg.tokenizer.max_length:
+        warnings.warn(f"data.train.dataset_path was prepared with --max-length {n}, below tokenizer.max_length {cfg.tokenizer.max_length}: "
+                      f"the model sees at most {n} tokens of a text (and txc predict cuts new texts at {n} too); "
+                      f"run `txc prepare` again with --max-length {cfg.tokenizer.max_length} for longer inputs")
     return out
+
+def prepared_max_length(dataset_path)->int|None:
+    "The \`--max-length\` recorded in the \`prepare.json\` that \`txc prepare\` wrote beside \`dataset_path\`, or None."
+    try: made = json.loads((Path(dataset_path).parent / 'prepare.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError): return None                # data made by hand, or moved: no record
+    n = made.get('max_length') if isinstance(made, dict) else None
+    return n if type(n) is int and n >= 2 else None
+
+def seq_len(cfg:TxcConfig)->int:
+    "The most tokens of a text the model trains on: \`tokenizer.max_length\`, or the train data's own \`--max-length\` where that is shorter."
+    n = prepared_max_length(cfg.data.train.dataset_path) if cfg.data.train.dataset_path else None
+    return min(cfg.tokenizer.max_length, n or cfg.tokenizer.max_length)
 
 def label_names(cfg:TxcConfig)->Optional[list[str]]:
     "Class names from `data.labels_path` (a JSON list in id order), or None."
