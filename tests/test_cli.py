@@ -1,5 +1,5 @@
 "Process-level tests of the `txc` command: bad input gives one line `error: ...`, exit code 2, no traceback."
-import json, os, subprocess, sys, time
+import json, os, shutil, subprocess, sys, time
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -85,3 +85,14 @@ def test_busy_cores_sees_a_busy_loop_beside_it():
         time.sleep(0.3)                                                    # let it start spinning
         assert busy_cores(1.0) >= 0.7
     finally: spin.kill(); spin.wait()
+
+
+def test_output_into_a_closed_pipe_is_quiet(tmp_path):
+    "`txc ... | head -1`: the reader leaves early, and txc ends without a BrokenPipeError traceback, as a shell's SIGPIPE would (141)."
+    (tmp_path / 'config.yaml').write_text('training:\n  lr: 0.001\n')
+    exe = shutil.which('txc')
+    proc = subprocess.Popen([exe, 'check', '--show', *[str(tmp_path / 'config.yaml')] * 300], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(10)                              # some output, then the reader goes (300 YAML dumps: far over a pipe's buffer)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == '', (proc.returncode, err[-2000:])

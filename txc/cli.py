@@ -14,8 +14,8 @@ from .config_io import load_config, config_to_yaml
 __all__ = ['COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check',
            'cmd_check', 'add_train', 'add_train_args', 'add_import_bert', 'cmd_import_bert', 'cmd_train', 'add_predict',
            'read_lines', 'dataset_classes', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench',
-           'Parser', 'build_parser', 'say', 'guarded', 'finish', 'main', 'generate_pretraining_main',
-           'generate_finetuning_main', 'train_main']
+           'DefaultsFormatter', 'Parser', 'build_parser', 'say', 'guarded', 'finish', 'main',
+           'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
 def at_least(low:int, high:int=2**31 - 1):
@@ -81,9 +81,14 @@ def add_check(sub):
 
 def cmd_check(args):
     for path in args.paths:
-        if Path(path).suffix in ('.yaml', '.yml'):
+        kind = Path(path).suffix.lower()
+        if Path(path).is_dir(): raise DataError(f"{path} is a directory: txc check takes config files (.yaml) and datasets (.pt), e.g. {path}/config.yaml")
+        if kind in ('.yaml', '.yml'):
             cfg = load_config(path)
             print(config_to_yaml(cfg) if args.show else f"ok {path}: {cfg.experiment.kind} config {cfg.experiment.name!r}")
+        elif kind != '.pt':
+            what = 'a checkpoint (load it with txc.checkpoint.load_checkpoint)' if kind == '.ckpt' else f'a {kind or "file without extension"}'
+            raise DataError(f"{path} is {what}: txc check takes config files (.yaml, .yml) and datasets (.pt)")
         else:
             from txc.data import load_tensor_dataset
             ds = load_tensor_dataset(path, num_labels=args.num_labels)
@@ -126,6 +131,8 @@ def add_predict(sub):
     src.add_argument('--score', metavar='DATASET', help="a labelled .pt that `txc prepare` wrote with the runs' vocab: print one JSON line of its "
                      "metrics (accuracy, macro-F1, loss, per-class F1, confusion), the numbers a run's test.csv holds")
     p.add_argument('--text-field', default='text', help='with a .csv or .jsonl --input: the column or key holding the text (default text)')
+    p.add_argument('--checkpoint', default='model.ckpt', help="which of each run's checkpoints/ to predict with: model.ckpt (the final weights), "
+                   "best-model.ckpt (the lowest validation loss) or last.ckpt")
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
 
 def read_lines(src:str, text_field:str='text')->list[str]:
@@ -153,7 +160,8 @@ def cmd_predict(args):
     texts = [] if args.score else args.text or read_lines(args.input, args.text_field)   # bad texts fail before a model loads
     if not (args.score or texts): raise DataError(f"--input {args.input}: no text to label (every line is blank)")
     if blank := [t for t in texts if not t.strip()]: raise DataError(f"--text {blank[0]!r}: an empty text has nothing to label")
-    predictor = Predictor.from_run(runs[0]) if len(runs) == 1 else Ensemble.from_runs(runs)
+    ck = f'checkpoints/{args.checkpoint}'
+    predictor = Predictor.from_run(runs[0], ck) if len(runs) == 1 else Ensemble.from_runs(runs, ck)
     if args.score:
         from txc.data import load_tensor_dataset, check_same_vocab
         members = getattr(predictor, 'members', [predictor])
@@ -215,12 +223,23 @@ COMMANDS = {'tokenizer': (add_tokenizer, cmd_tokenizer), 'prepare': (add_prepare
             'train': (add_train, cmd_train), 'predict': (add_predict, cmd_predict), 'import-bert': (add_import_bert, cmd_import_bert),
             'quickstart': (add_quickstart, cmd_quickstart), 'bench': (add_bench, cmd_bench)}
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    "Help that ends each option with its default, when it has one and the text does not already say it."
+    def _get_help_string(self, action):
+        h = action.help or ''
+        if action.default in (None, False, argparse.SUPPRESS) or 'default' in h or not action.option_strings: return h
+        d = ' '.join(map(str, action.default)) if isinstance(action.default, list) else action.default
+        return f"{h} (default: {d})".lstrip()
+
 class Parser(argparse.ArgumentParser):
-    "An ArgumentParser whose usage errors are one line `error: ...` with exit code 2, like every other txc error."
+    "An ArgumentParser whose usage errors are one line `error: ...` with exit code 2, like every other txc error, and whose help shows defaults."
+    def __init__(self, *args, **kw): super().__init__(*args, **{'formatter_class': DefaultsFormatter, **kw})
     def error(self, message): self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 def build_parser()->argparse.ArgumentParser:
+    from txc import __version__
     parser = Parser(prog='txc', description='Pretrain a BERT-style encoder from scratch, then finetune it.')
+    parser.add_argument('--version', action='version', version=f'txc {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for add, _ in COMMANDS.values(): add(sub)
     return parser
@@ -240,10 +259,13 @@ def guarded(fn, *args)->int:
     "Call `fn(*args)`; a `TxcError` becomes one line `error: ...` on stderr and exit code 2, Ctrl-C `interrupted: ...` and 130; a warning one line `warning: ...`."
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line
-        try: fn(*args)
+        try: fn(*args); sys.stdout.flush()             # flushed here, so that a closed pipe is met here
         except TxcError as e:
             say(f"error: {e}")
             return 2
+        except BrokenPipeError:                        # `txc predict ... | head -1`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the exit flush does not fail again
+            return 141                                 # as a shell reports a process ended by SIGPIPE
         except KeyboardInterrupt as e:                 # Ctrl-C; a training run has saved its state first (`RunInterrupted`)
             from .distributed import dist_env          # here, so that `txc --help` does not wait for torch
             if dist_env().is_main: print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)   # torchrun: one line, not one a rank

@@ -61,6 +61,9 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     "A Predictor for the finetuning run in `run_dir`."
     run_dir = Path(run_dir)
     if not run_dir.is_dir(): raise ConfigError(f"run dir {run_dir} not found: give the name of a trained finetuning experiment or the path of its run dir")
+    if not (run_dir / checkpoint).is_file() and (held := sorted(p.name for p in (run_dir / 'checkpoints').glob('*.ckpt'))):
+        unfinished = '' if 'model.ckpt' in held else f"the run has not finished (finish it with `train.py -n {run_dir.name} -m finetuning --resume`); "
+        raise ConfigError(f"{run_dir / checkpoint} not found: {unfinished}it holds {', '.join(held)}: predict with one of those (txc predict --checkpoint {held[0]})")
     ck = load_checkpoint(run_dir / checkpoint)
     try: cfg = TxcConfig.model_validate(ck['config'])
     except ValidationError as e: raise config_error(e, f"{run_dir / checkpoint} (stored config)") from None

@@ -50,14 +50,14 @@ def load_splits(cfg:TxcConfig)->dict:
     return out
 
 def prepared_max_length(dataset_path)->int|None:
-    "The \`--max-length\` recorded in the \`prepare.json\` that \`txc prepare\` wrote beside \`dataset_path\`, or None."
+    "The `--max-length` recorded in the `prepare.json` that `txc prepare` wrote beside `dataset_path`, or None."
     try: made = json.loads((Path(dataset_path).parent / 'prepare.json').read_text(encoding='utf-8'))
     except (OSError, ValueError): return None                # data made by hand, or moved: no record
     n = made.get('max_length') if isinstance(made, dict) else None
     return n if type(n) is int and n >= 2 else None
 
 def seq_len(cfg:TxcConfig)->int:
-    "The most tokens of a text the model trains on: \`tokenizer.max_length\`, or the train data's own \`--max-length\` where that is shorter."
+    "The most tokens of a text the model trains on: `tokenizer.max_length`, or the train data's own `--max-length` where that is shorter."
     n = prepared_max_length(cfg.data.train.dataset_path) if cfg.data.train.dataset_path else None
     return min(cfg.tokenizer.max_length, n or cfg.tokenizer.max_length)
 
