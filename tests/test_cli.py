@@ -96,3 +96,15 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == '', (proc.returncode, err[-2000:])
+
+
+def test_check_loads_the_files_a_config_names(tmp_path):
+    "`txc check CONFIG` catches what would stop the run at its start: a misspelt dataset path, a pretrained run of another architecture."
+    from train_entry import make_workspace, tiny_config, write_run
+    ws = make_workspace(tmp_path / 'ws', n_train=16, n_val=8, n_test=8)
+    good = write_run(tiny_config(ws, 'pretraining', 'pre'), tmp_path / 'pre')
+    res = run_txc('check', good)
+    assert res.returncode == 0 and res.stdout.startswith(f'ok {good}: pretraining'), res.stderr
+    cfg = tiny_config(ws, 'pretraining', 'typo'); cfg.data.train.dataset_path = str(ws / 'data' / 'trian.pt')
+    assert_user_error(run_txc('check', write_run(cfg, tmp_path / 'typo')), 'data.train.dataset_path', 'trian.pt')
+    assert run_txc('check', '--schema-only', tmp_path / 'typo' / 'config.yaml').returncode == 0

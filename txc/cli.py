@@ -12,10 +12,10 @@ from .config_io import load_config, config_to_yaml
 
 # %% auto #0
 __all__ = ['COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check',
-           'cmd_check', 'add_train', 'add_train_args', 'add_import_bert', 'cmd_import_bert', 'cmd_train', 'add_predict',
-           'read_lines', 'dataset_classes', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench',
-           'DefaultsFormatter', 'Parser', 'build_parser', 'say', 'guarded', 'finish', 'main',
-           'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
+           'check_config_files', 'cmd_check', 'add_train', 'add_train_args', 'add_import_bert', 'cmd_import_bert',
+           'cmd_train', 'add_predict', 'read_lines', 'dataset_classes', 'cmd_predict', 'add_quickstart',
+           'cmd_quickstart', 'add_bench', 'cmd_bench', 'DefaultsFormatter', 'Parser', 'build_parser', 'say', 'guarded',
+           'finish', 'main', 'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
 def at_least(low:int, high:int=2**31 - 1):
@@ -78,6 +78,15 @@ def add_check(sub):
     p.add_argument('paths', nargs='+', help='config .yaml files and .pt datasets')
     p.add_argument('--num-labels', type=at_least(2), default=None, help='check that dataset labels lie in [0, N)')
     p.add_argument('--show', action='store_true', help='print each config in full, with comments')
+    p.add_argument('--schema-only', action='store_true', help="check a config's keys and values only, not the files it names")
+
+def check_config_files(cfg, run_dir):
+    "Load what training will load from the files `cfg` names: the tokenizer, the datasets, the class names and the pretrained encoder, so that a wrong path or a mismatch fails now, not when a long run starts."
+    from txc.training import load_tokenizer, load_splits, label_names, build_model
+    load_tokenizer(cfg, warn_unused=False)
+    if cfg.data.train.dataset_path: load_splits(cfg)
+    label_names(cfg)
+    build_model(cfg, run_dir)                       # finetuning: loads the pretrained encoder into this architecture
 
 def cmd_check(args):
     for path in args.paths:
@@ -85,6 +94,7 @@ def cmd_check(args):
         if Path(path).is_dir(): raise DataError(f"{path} is a directory: txc check takes config files (.yaml) and datasets (.pt), e.g. {path}/config.yaml")
         if kind in ('.yaml', '.yml'):
             cfg = load_config(path)
+            if not args.schema_only: check_config_files(cfg, Path(path).parent)
             print(config_to_yaml(cfg) if args.show else f"ok {path}: {cfg.experiment.kind} config {cfg.experiment.name!r}")
         elif kind != '.pt':
             what = 'a checkpoint (load it with txc.checkpoint.load_checkpoint)' if kind == '.ckpt' else f'a {kind or "file without extension"}'
