@@ -106,3 +106,48 @@ def test_train_py_ctrl_c_then_resume_flag_is_exact(tmp_path):
     assert 'is_resume: false' in (cut / 'config.yaml').read_text()                  # the user's config is left as written
     done = subprocess.run(train('cut', '--resume'), cwd=ws, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and 'has finished' in done.stderr
+
+
+def run_entry(run_dir, *extra, rc=0):
+    res = subprocess.run([sys.executable, str(ENTRY), str(run_dir / 'config.yaml'), str(run_dir), *map(str, extra)],
+                         capture_output=True, text=True, env=ENV, timeout=240)
+    assert res.returncode == rc, (res.returncode, res.stdout[-2000:], res.stderr[-3000:])
+    return res
+
+
+def resume_and_compare(cfg, a, b):
+    "Resume run `b` from its last.ckpt and check that its CSVs (bar the timing column) and final weights equal unbroken run `a`'s."
+    cfg.training.resume = dict(is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_only_model_state=False)
+    write_run(cfg, b); run_entry(b)
+    for f in sorted((a / 'metrics').rglob('*.csv')):
+        ra, rb = read_csv(f), read_csv(b / f.relative_to(a))
+        assert [{k: v for k, v in r.items() if k != 'tokens_per_s'} for r in rb] == [{k: v for k, v in r.items() if k != 'tokens_per_s'} for r in ra], f.name
+    ma, mb = load_checkpoint(a / 'checkpoints/model.ckpt'), load_checkpoint(b / 'checkpoints/model.ckpt')
+    assert ma['step'] == mb['step'] and all(torch.equal(ma['model'][k], mb['model'][k]) for k in ma['model'])
+
+
+def test_early_stop_survives_a_kill_at_the_stopping_step(tmp_path):
+    "Killed right after the step where early stopping fired (its last.ckpt written): the resumed run only finishes, as the unbroken one did."
+    ws = make_workspace(tmp_path / 'ws')
+    cfg = tiny_config(ws, 'finetuning', 'a', head=dict(num_labels=2), batch_size=16, epochs=6, lr=0.05, eval_every_n_steps=2,
+                      eval_each_epoch=False, early_stopping_patience=1, checkpoint_every_n_steps=2)
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    write_run(cfg, a); run_entry(a)
+    stop = int(read_csv(a / 'metrics/train/train.csv')[-1]['step'])
+    assert stop < 60 and stop % 2 == 0, stop                           # early stopping fired (10 steps an epoch, 6 epochs), at an evaluation
+    cfg.experiment.name = 'b'; write_run(cfg, b)
+    run_entry(b, '--die-at', stop, rc=137)
+    assert not (b / 'checkpoints/model.ckpt').exists() and not (b / 'metrics/eval/test.csv').exists()
+    resume_and_compare(cfg, a, b)
+
+
+def test_kill_between_the_last_evaluations_writes_each_row_once(tmp_path):
+    "max_steps ends mid-epoch on a periodic save; killed after the final val row, before the test one: no row twice after resuming."
+    ws = make_workspace(tmp_path / 'ws')
+    cfg = tiny_config(ws, 'finetuning', 'a', head=dict(num_labels=2), batch_size=8, epochs=3, max_steps=25, checkpoint_every_n_steps=5)
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    write_run(cfg, a); run_entry(a)
+    cfg.experiment.name = 'b'; write_run(cfg, b)
+    run_entry(b, '--die-after-eval', 'val:25', rc=137)
+    assert read_csv(b / 'metrics/eval/val.csv')[-1]['step'] == 25 and load_checkpoint(b / 'checkpoints/last.ckpt')['trainer']['step'] == 25
+    resume_and_compare(cfg, a, b)

@@ -6,6 +6,7 @@ with exit code 130, through the CLI's own `guarded`.
 `--sleep` pauses after every optimizer step, so a test can kill the process mid-run; `--die-at N` exits
 abruptly after step N on every rank (a kill that torchrun's workers all see at the same step). For
 tests/test_reliability.py: `--kill-at N` sends itself SIGKILL in the middle of step N + 1 (after its first micro-batch);
+`--die-after-eval SPLIT:N` exits abruptly right after the evaluation of SPLIT at step N has been logged;
 `--pause-write NAME:K` stops the K-th write of checkpoints/NAME half-way (half its bytes in the temp file), records
 `{tmp, before}` (the temp file, the sha256 of NAME then) in `--flag`, and sleeps until killed; `--nan-at N` turns a
 weight into NaN before step N, so that step's loss is NaN; `--record FILE` writes the sha256 of every checkpoint file
@@ -118,10 +119,17 @@ def main(argv=None):
         def after_step(self, t):
             if t.step == self.step: os._exit(137)          # like SIGKILL: no cleanup, the lock stays behind
 
+    class DieAfterEval(Callback):
+        order = 100                                        # after the loggers have written the evaluation's row
+        def __init__(self, split, step): self.split, self.step = split, int(step)
+        def after_eval(self, t):
+            if t.eval_metrics['split'] == self.split and t.step == self.step: os._exit(137)
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('config'); p.add_argument('run_dir')
     p.add_argument('--sleep', type=float, default=0.0, help='seconds to pause after each optimizer step')
     p.add_argument('--die-at', type=int, default=None, help='exit abruptly (os._exit) right after this optimizer step')
+    p.add_argument('--die-after-eval', default=None, help='SPLIT:N: exit abruptly right after the evaluation of SPLIT at step N')
     p.add_argument('--kill-at', type=int, default=None, help='SIGKILL itself in the middle of the step after this one')
     p.add_argument('--pause-write', default=None, help='NAME:K: stop the K-th write of checkpoints/NAME half-way and sleep')
     p.add_argument('--flag', default=None, help='where --pause-write records the temp file and the previous sha256')
@@ -131,6 +139,7 @@ def main(argv=None):
     cbs = ([Sleep(a.sleep)] if a.sleep else []) + ([DieAt(a.die_at)] if a.die_at else [])
     cbs += ([KillAt(a.kill_at)] if a.kill_at else []) + ([NaNAt(a.nan_at)] if a.nan_at else [])
     cbs += [Record(Path(a.run_dir) / 'checkpoints', a.record)] if a.record else []
+    cbs += [DieAfterEval(*a.die_after_eval.split(':'))] if a.die_after_eval else []
     if a.pause_write: pause_write(*a.pause_write.split(':'), a.flag)
     def run():                                             # errors and Ctrl-C end as the CLI's do: one line, exit 2 or 130
         print(f'done: step {train(load_config(a.config), a.run_dir, callbacks=cbs).step}')

@@ -85,7 +85,7 @@ def full_state(t, config:dict)->dict:
     epoch, pos = (t.epoch + 1, 0) if t.batch_in_epoch >= t.n_batches else (t.epoch, t.batch_in_epoch)   # a finished epoch
     trainer = dict(epoch=epoch, step=t.step, step_offset=t.step_offset, batch_in_epoch=pos, world_size=len(rngs),
                    best_val_loss=getattr(t, 'best_val_loss', math.inf), bad_evals=getattr(t, 'bad_evals', 0), evals_done=getattr(t, 'evals_done', {}),
-                   results=getattr(t, 'results', {}))
+                   results=getattr(t, 'results', {}), stop_fit=t.stop_fit)
     return dict(format='txc', kind='full', config=config, model=t.raw_model.state_dict(), optimizer=t.opt.state_dict(),
                 scheduler=sched, scaler=t.precision.scaler.state_dict(), trainer=trainer, rng=rngs)
 
@@ -136,6 +136,7 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     for k in ('epoch', 'step', 'batch_in_epoch', 'best_val_loss', 'bad_evals'): setattr(t, k, ck['trainer'][k])
     t.step_offset, t.evals_done = ck['trainer'].get('step_offset', 0), ck['trainer'].get('evals_done', {})
     t.results = ck['trainer'].get('results', {})    # the latest metrics of each split: a run with nothing left to evaluate still has them
+    t.stop_fit = ck['trainer'].get('stop_fit', False)   # early stopping fired: the resumed run only finishes (test split, model.ckpt)
     env = dist_env()
     if ck['trainer']['world_size'] != env.world_size:
         warnings.warn(f"{source} was written by {ck['trainer']['world_size']} process(es), this run has {env.world_size}: training continues, but not bit-identically")
@@ -146,7 +147,7 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
 # %% ../nbs/07e_checkpoint.ipynb #8adbb981
 class CheckpointCB(Callback):
     "Write last.ckpt periodically, best-model.ckpt on a better val loss, last.ckpt and model.ckpt at the end."
-    order = 20
+    order = 35                                        # after the loggers (29-31): a checkpoint never holds a step whose rows are not written
     def __init__(self, run_dir, config:dict, every_n_steps:Optional[int]=None, vocab_sha:Optional[str]=None):
         self.dir, self.config, self.every = Path(run_dir) / 'checkpoints', config, every_n_steps
         self.stamp = dict(vocab_sha256=vocab_sha) if vocab_sha else {}   # which vocab the embedding rows stand for
@@ -209,7 +210,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 class InterruptCB(Callback):
     "First Ctrl-C: finish the step (every rank the same one), write `last.ckpt`, stop with `RunInterrupted`. A second Ctrl-C stops at once."
-    order = 40                                        # after CheckpointCB (20) and the loggers (30-32): the step's row is logged
+    order = 40                                        # after the loggers (29-31) and CheckpointCB (35): the step's row is logged
     def __init__(self, ckpt:CheckpointCB): self.ckpt, self.t, self.prev = ckpt, None, None
     def before_fit(self, t):
         self.t, self.env, t.stop_requested, t.stop_agreed = t, dist_env(), False, False

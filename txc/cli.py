@@ -277,8 +277,8 @@ def guarded(fn, *args)->int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the exit flush does not fail again
             return 141                                 # as a shell reports a process ended by SIGPIPE
         except KeyboardInterrupt as e:                 # Ctrl-C; a training run has saved its state first (`RunInterrupted`)
-            from .distributed import dist_env          # here, so that `txc --help` does not wait for torch
-            if dist_env().is_main: print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)   # torchrun: one line, not one a rank
+            if int(os.environ.get('RANK', '0')) == 0:   # torchrun: one line, not one a rank (no torch import: Ctrl-C may land mid-import)
+                print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
             return 130
     return 0
 

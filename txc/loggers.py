@@ -97,13 +97,14 @@ class SlowdownCB(Callback):
 
 # %% ../nbs/07d_loggers.ipynb #8b435d08
 class CSVLogger:
-    "Append dict rows to a CSV file; on resume, drop rows after `resume_step`."
-    def __init__(self, path, resume_step:Optional[int]=None):
+    "Append dict rows to a CSV file; on resume, drop rows after `resume_step` (and the rows of that step unless `keep_step`)."
+    def __init__(self, path, resume_step:Optional[int]=None, keep_step:bool=True):
         self.path, self.fields = Path(path), None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows = []
         if resume_step is not None and self.path.exists():
-            with open(self.path, newline='') as f: rows = [r for r in csv.DictReader(f) if int(r['step']) <= resume_step]
+            last = resume_step if keep_step else resume_step - 1
+            with open(self.path, newline='') as f: rows = [r for r in csv.DictReader(f) if int(r['step']) <= last]
         self.path.unlink(missing_ok=True)
         for r in rows: self.log(r)
     def log(self, row:dict):
@@ -125,11 +126,14 @@ def read_csv(path)->list[dict]:
 class CSVLoggerCB(Callback):
     "Metrics to `<run_dir>/metrics/train/train.csv` and `metrics/eval/<split>.csv`."
     order = 30
-    def __init__(self, run_dir, every_n_steps:int=1, train:bool=True, eval:bool=True, resume_step:Optional[int]=None):
+    def __init__(self, run_dir, every_n_steps:int=1, train:bool=True, eval:bool=True, resume_step:Optional[int]=None,
+                 resume_evals:Optional[dict]=None): # split -> the (global) step of its last evaluation in the resumed checkpoint
         self.dir, self.every, self.train, self.eval, self.resume_step = Path(run_dir) / 'metrics', every_n_steps, train, eval, resume_step
-        self.loggers = {}
+        self.resume_evals, self.loggers = resume_evals or {}, {}
     def logger(self, kind, name):
-        if (kind, name) not in self.loggers: self.loggers[kind, name] = CSVLogger(self.dir / kind / f'{name}.csv', self.resume_step)
+        if (kind, name) not in self.loggers:   # an eval row of the checkpoint's step stays only if the checkpoint holds that evaluation
+            keep = kind == 'train' or self.resume_evals.get(name) == self.resume_step
+            self.loggers[kind, name] = CSVLogger(self.dir / kind / f'{name}.csv', self.resume_step, keep)
         return self.loggers[kind, name]
     def after_step(self, t):
         if self.train and t.step % self.every == 0: self.logger('train', 'train').log(t.train_row)

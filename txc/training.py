@@ -131,7 +131,7 @@ class CompileCB(Callback):
     def before_fit(self, t): t.model = torch.compile(t.model)
     def after_unfreeze(self, t): t.model = torch.compile(t.model)
 
-def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, device, names=None, resume_step=None)->list:
+def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, device, names=None, resume_step=None, resume_evals=None)->list:
     "The callbacks of a run, from its config."
     tc, lg, seed, fine = cfg.training, cfg.logging, cfg.experiment.seed, cfg.experiment.kind == 'finetuning'
     cfg_dict, bs, dev = cfg.model_dump(mode='json'), tc.eval_batch_size or 2 * tc.batch_size, device
@@ -148,7 +148,7 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
                                         lg.log_train_metrics, lg.log_eval_metrics, main=env.is_main))   # on every rank: a missing wandb or a refused start stops them all
     if not env.is_main: return cbs
     cbs.append(SlowdownCB())
-    if lg.log_metrics_csv: cbs.append(CSVLoggerCB(run_dir, lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics, resume_step))
+    if lg.log_metrics_csv: cbs.append(CSVLoggerCB(run_dir, lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics, resume_step, resume_evals))
     if lg.progress_bar: cbs.append(ProgressCB())
     return cbs
 
@@ -184,7 +184,8 @@ def build_trainer(cfg:TxcConfig, run_dir, env:DistEnv=DistEnv(), device=None, da
         check_checkpoint_vocab(ck := load_checkpoint(p := resume_path(cfg, run_dir)), cfg.tokenizer.vocab_dir, f'training.resume.checkpoint_path: {p}')
         restore(t, ck, tc.resume, str(p))
     full = tc.resume.is_resume and not tc.resume.load_only_model_state
-    t.cbs = make_callbacks(cfg, run_dir, env, ds, eval_col, device, names, t.global_step if full else None) + list(callbacks)
+    evals = {s: t.step_offset + n for s, n in t.evals_done.items()} if full else None            # global steps, as the CSVs record them
+    t.cbs = make_callbacks(cfg, run_dir, env, ds, eval_col, device, names, t.global_step if full else None, evals) + list(callbacks)
     return t
 
 # %% ../nbs/07f_training.ipynb #b6ff44c8
