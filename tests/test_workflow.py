@@ -73,6 +73,11 @@ def test_cheat_sheet(tmp_path):
     both = [json.loads(l) for l in res.stdout.splitlines()]
     assert [b['label'] for b in both] == [p['label'] for p in preds]
     assert all(abs(b['probabilities'][k] - p['probabilities'][k]) < 1e-5 for b, p in zip(both, preds) for k in p['probabilities'])
+    od = exp / 'finetuning' / 'od'; od.mkdir()                              # an experiment dir whose config sends its outputs to ft_v1's dir
+    cfg = yaml.safe_load((exp / 'finetuning' / 'ft_v1' / 'config.yaml').read_text()); cfg['experiment']['output_dir'] = str(exp / 'finetuning' / 'ft_v1')
+    (od / 'config.yaml').write_text(yaml.safe_dump(cfg))
+    res = run_txc('predict', '-n', od, '--text', 'chess game engine', '--text', 'audio codec library', cwd=d)
+    assert res.returncode == 0 and [json.loads(l)['label'] for l in res.stdout.splitlines()] == [p['label'] for p in preds], res.stderr
     res = run_txc('predict', '-n', 'ft_v1', '-n', 'ft_v1', '--score', 'data/finetuning/test.pt', cwd=d)   # the test split's metrics, as test.csv has them
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)

@@ -166,7 +166,10 @@ def dataset_classes(dataset_path)->list[str]|None:
 def cmd_predict(args):
     from txc.predict import Predictor, Ensemble
     from txc.experiments import RunDir, outputs
-    runs = [Path(n) if Path(n).is_dir() else outputs(RunDir.of(n, 'finetuning', args.root)).path for n in args.name]
+    def run_path(n):                                   # a run dir; an experiment dir whose config sends its outputs elsewhere; or a name
+        if not Path(n).is_dir(): return outputs(RunDir.of(n, 'finetuning', args.root)).path
+        return Path(n) if (Path(n) / 'checkpoints').is_dir() else outputs(RunDir(Path(n))).path
+    runs = [run_path(n) for n in args.name]
     texts = [] if args.score else args.text or read_lines(args.input, args.text_field)   # bad texts fail before a model loads
     if not (args.score or texts): raise DataError(f"--input {args.input}: no text to label (every line is blank)")
     if blank := [t for t in texts if not t.strip()]: raise DataError(f"--text {blank[0]!r}: an empty text has nothing to label")
@@ -191,7 +194,7 @@ def add_quickstart(sub):
     p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh: deletes what it wrote there (any other non-empty --root is refused)')
     p.add_argument('--resume', action='store_true', help='continue an interrupted quickstart in --root (same --preset) where it stopped')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
-    p.add_argument('--threads', type=at_least(1), default=None, help="torch threads for both runs (default: torch's, one per core); 1 is faster on a busy machine")
+    p.add_argument('--threads', type=at_least(1), default=None, help="torch threads for every run (default: torch's, one per core); 1 is faster on a busy machine")
 
 def cmd_quickstart(args):
     from txc.quickstart import quickstart, summary_table
