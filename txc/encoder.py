@@ -227,10 +227,16 @@ def _bert_weights(d:Path) -> dict:
     raise DataError(f"{d}: no model.safetensors or pytorch_model.bin")
 
 # %% ../nbs/04_encoder.ipynb #565d6107
+_BERT_NEEDS = {  # config.json key: (the value from_bert implements, why another is refused; '' when the key says it)
+    'model_type': ('bert', ''), 'hidden_act': ('gelu', ''), 'position_embedding_type': ('absolute', ''),
+    'is_decoder': (False, " (a decoder's attention is causal; txc's encoder is bidirectional)"),
+    'add_cross_attention': (False, " (txc's encoder has no cross-attention layers)")}
+
 def read_bert_dir(model_dir) -> tuple[ArchitectureConfig, dict]:
     "Read a local BERT checkpoint dir: (ArchitectureConfig, state dict with transformers' names); DataError for any problem."
     d = Path(model_dir)
     hf = _bert_json(d / 'config.json')
-    for key, want in (('model_type', 'bert'), ('hidden_act', 'gelu'), ('position_embedding_type', 'absolute')):
-        if hf.get(key, want) != want: raise DataError(f"{d / 'config.json'}: {key}={hf[key]!r} is not supported; from_bert needs {want!r}")
+    for key, (want, why) in _BERT_NEEDS.items():
+        if hf.get(key, want) != want: raise DataError(f"{d / 'config.json'}: {key}={hf[key]!r} is not supported{why}; from_bert needs {want!r}")
     return bert_arch(hf, d / 'config.json'), _bert_weights(d)
+
