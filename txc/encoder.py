@@ -239,4 +239,3 @@ def read_bert_dir(model_dir) -> tuple[ArchitectureConfig, dict]:
     for key, (want, why) in _BERT_NEEDS.items():
         if hf.get(key, want) != want: raise DataError(f"{d / 'config.json'}: {key}={hf[key]!r} is not supported{why}; from_bert needs {want!r}")
     return bert_arch(hf, d / 'config.json'), _bert_weights(d)
-

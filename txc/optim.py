@@ -45,7 +45,6 @@ def unwrapped(model:nn.Module)->nn.Module:
         elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)): model = model.module
         else: return model
 
-
 # %% ../nbs/07a_optim.ipynb #fbded41d
 def param_groups(model:nn.Module, tcfg:TrainingConfig, finetuning:bool=False)->list[dict]:
     "AdamW parameter groups: one per (LR multiplier, weight decay) pair."
