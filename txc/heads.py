@@ -120,5 +120,8 @@ class Classifier(nn.Module):
             if k not in enc: raise DataError(f"checkpoint has no 'encoder.{k}'; was it trained with the same architecture?")
             if enc[k].shape != own[k].shape:
                 raise DataError(f"'encoder.{k}' has shape {tuple(enc[k].shape)} in the checkpoint but {tuple(own[k].shape)} in this architecture")
+        if extra := [f'encoder.{k}' for k in enc if k not in own]:      # weights this architecture has no place for: not dropped silently
+            raise DataError(f"checkpoint has {len(extra)} encoder weights this architecture lacks ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}); "
+                            "was it trained with the same architecture?")
         self.encoder.load_state_dict(enc, strict=False)
         return self
