@@ -28,7 +28,7 @@ from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB,
 from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, check_checkpoint_vocab, restore
 
 # %% auto #0
-__all__ = ['load_splits', 'label_names', 'load_tokenizer', 'pretrained_checkpoint', 'weight_meaning', 'architecture_differences',
+__all__ = ['load_splits', 'label_names', 'load_tokenizer', 'weight_meaning', 'architecture_differences', 'pretrained_checkpoint',
            'build_model', 'seed_everything', 'make_collators', 'CompileCB', 'make_callbacks', 'resume_path',
            'build_trainer', 'train']
 
@@ -76,16 +76,7 @@ def load_tokenizer(cfg:TxcConfig, warn_unused:bool=True):
                       f"the extra rows are never used and cost time; set it to {tok.vocab_size}")
     return tok
 
-# %% ../nbs/07f_training.ipynb #01cfa522
-def pretrained_checkpoint(cfg:TxcConfig, run_dir)->Optional[Path]:
-    "The checkpoint a finetuning run starts from, or None (no pretrained_experiment)."
-    pe = cfg.pretrained_experiment
-    if pe is None or not (pe.name or pe.run_dir): return None
-    root = Path(pe.run_dir) if pe.run_dir else Path(run_dir).resolve().parent.parent / 'pretraining' / pe.name
-    p = root / pe.checkpoint
-    if not p.is_file(): raise ConfigError(f"pretrained_experiment: checkpoint {p} not found; train the pretraining run first or fix pretrained_experiment.name/run_dir")
-    return p
-
+# %% ../nbs/07f_training.ipynb #b1d2787e
 _WEIGHT_FIELDS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads', 'position_encoding', 'attention_style',
                   'norm_position', 'activation', 'bias', 'norm_eps', 'type_vocab_size', 'pad_token_id')
 
@@ -104,6 +95,16 @@ def architecture_differences(saved, arch:ArchitectureConfig)->list[str]:
     except ValidationError: return []              # no architecture stored (or not one this txc reads): the key and shape checks remain
     new = weight_meaning(arch)                     # a field only one side has follows from one both have, which is named
     return [f"{k}: {old[k]!r} (pretrained) vs {new[k]!r} (this run)" for k in old if k in new and old[k] != new[k]]
+
+# %% ../nbs/07f_training.ipynb #01cfa522
+def pretrained_checkpoint(cfg:TxcConfig, run_dir)->Optional[Path]:
+    "The checkpoint a finetuning run starts from, or None (no pretrained_experiment)."
+    pe = cfg.pretrained_experiment
+    if pe is None or not (pe.name or pe.run_dir): return None
+    root = Path(pe.run_dir) if pe.run_dir else Path(run_dir).resolve().parent.parent / 'pretraining' / pe.name
+    p = root / pe.checkpoint
+    if not p.is_file(): raise ConfigError(f"pretrained_experiment: checkpoint {p} not found; train the pretraining run first or fix pretrained_experiment.name/run_dir")
+    return p
 
 def build_model(cfg:TxcConfig, run_dir)->nn.Module:
     "MaskedLM for pretraining; Classifier (with the pretrained encoder, if any) for finetuning."
