@@ -103,9 +103,8 @@ class Classifier(nn.Module):
 
     def hidden(self, input_ids:Tensor, attention_mask:Optional[Tensor]=None) -> Tensor: # (B, T, H), or (B, 1, H) for `cls`
         "What the pooling reads: with `cls` pooling only the first tokens, which the last block then computes alone."
-        if self.head.pooling != 'cls' or (attention_mask is not None and attention_mask[:, 0].any()):
-            return self.encoder(input_ids, attention_mask)
-        n = (~attention_mask).sum(1) if attention_mask is not None else torch.full(input_ids.shape[:1], input_ids.shape[1], device=input_ids.device)
+        if self.head.pooling != 'cls': return self.encoder(input_ids, attention_mask)
+        n = (~attention_mask).sum(-1) if attention_mask is not None else torch.full(input_ids.shape[:1], input_ids.shape[-1], device=input_ids.device)  # shapes: checked by `packed`
         return self.encoder.packed(input_ids, attention_mask, keep=n.cumsum(0) - n)[0][:, None]   # first token of each row
 
     @classmethod
