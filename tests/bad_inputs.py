@@ -348,7 +348,7 @@ CASES = [
     Case('no_experiment', '`train.py -n` of an experiment never generated', argv=['train.py', '-n', 'ghost', '-m', 'finetuning'],
          needles=('experiments/finetuning/ghost', 'generate_finetuning_experiment.py -f ghost')),
     Case('pretrained_arch', "a finetuning run's hidden_size edited away from its pretraining run's", **_train('finetuning', 'ft_arch', set_keys(architecture__hidden_size=64, architecture__num_heads=2)),
-         needles=('pretrained_experiment', 'pre/checkpoints/model.ckpt', 'in the checkpoint but', "pretraining run's")),
+         needles=('pretrained_experiment', 'pre/checkpoints/model.ckpt', 'hidden_size: 16 (pretrained) vs 64 (this run)', "pretraining run's architecture section")),
     Case('no_pretrained_ckpt', 'finetuning from a pretraining run never trained', **_train('finetuning', 'ft_nockpt', set_keys(pretrained_experiment__name='pre_untrained')),
          needles=('pretrained_experiment', 'pre_untrained/checkpoints/model.ckpt', 'not found')),
     Case('resume_missing', '`training.resume.checkpoint_path` that does not exist', **_train('pretraining', 'res_missing', resume_keys(checkpoint_path='checkpoints/last.ckpt')),

@@ -137,6 +137,8 @@ class ArchitectureConfig(ArchitectureFields):
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.position_encoding == 'rope' and self.head_dim % 2:
             raise ValueError(f"rope needs an even head size; hidden_size/num_heads = {self.head_dim}")
+        if self.pad_token_id >= self.vocab_size:
+            raise ValueError(f"pad_token_id={self.pad_token_id} is not a token id: ids lie in [0, vocab_size={self.vocab_size}); set pad_token_id to the vocab's [PAD] id")
         return self
 
     @property

@@ -136,14 +136,35 @@ class Encoder(nn.Module):
 
 # %% ../nbs/04_encoder.ipynb #7b938f91
 def check_inputs(input_ids:Tensor, attention_mask:Optional[Tensor], cfg:ArchitectureConfig):
-    "Raise `DataError` for inputs the encoder would silently get wrong."
-    T = input_ids.shape[-1]
+    "Raise `DataError` for inputs the encoder would silently get wrong, or fail on with a bare torch error."
+    if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int):
+        raise DataError(f"input_ids must be a 2-D (batch, sequence) tensor of token ids, got {input_ids.dtype} of shape {tuple(input_ids.shape)}; a single sequence needs a batch dimension: ids[None]")
+    B, T = input_ids.shape
+    if B == 0 or T == 0: raise DataError(f"empty batch: input_ids has shape {(B, T)}; pass at least one sequence of at least one token")
     if T > cfg.max_position_embeddings:
         raise DataError(f"sequence length {T} exceeds architecture.max_position_embeddings={cfg.max_position_embeddings}; truncate (tokenizer.max_length) or raise it")
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         raise DataError(f"attention_mask must be bool with True=PAD, got {attention_mask.dtype}; convert a 1=real mask with `mask == 0`")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise DataError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    if attention_mask is None and input_ids.is_cuda: return          # below, one wait for the GPU: taken only where Packing waits anyway
+    lo, hi = input_ids.aminmax()
+    bad = (lo < 0) | (hi >= cfg.vocab_size)
+    if attention_mask is not None: bad |= attention_mask[:, 0].any() | (attention_mask[:, :-1] & ~attention_mask[:, 1:]).any()
+    if bad: _input_problem(input_ids, attention_mask, cfg)
+
+def _input_problem(input_ids:Tensor, attention_mask:Optional[Tensor], cfg:ArchitectureConfig):
+    "The DataError for an id outside the vocab, or a mask row that is not right-padded with a real token (called only when there is one)."
+    V = cfg.vocab_size
+    if len(out := ((input_ids < 0) | (input_ids >= V)).nonzero()):
+        r, c = out[0].tolist()
+        raise DataError(f"token id {input_ids[r, c].item()} at input_ids[{r}, {c}] is outside [0, {V}) of architecture.vocab_size = {V}: "
+                        "the ids come from another vocab; encode with this model's tokenizer")
+    m = attention_mask
+    r = (m[:, 0] | (m[:, :-1] & ~m[:, 1:]).any(1)).nonzero()[0, 0].item()
+    what = 'is all PAD' if m[r].all() else 'starts with PAD (left padding, or a mask inverted: txc uses True = PAD)' if m[r, 0] else 'has PAD before a real token'
+    raise DataError(f"attention_mask row {r} {what}: txc needs right padding (True only after a row's last real token) and a real token in every row; "
+                    "pad on the right and drop empty rows, as txc's tokenizer and collators do")
 
 # %% ../nbs/04_encoder.ipynb #bf12a1d2
 _BERT_NAMES = {  # transformers BertModel name (per layer: after `encoder.layer.{i}.`) -> txc name
@@ -227,10 +248,15 @@ def _bert_weights(d:Path) -> dict:
     raise DataError(f"{d}: no model.safetensors or pytorch_model.bin")
 
 # %% ../nbs/04_encoder.ipynb #565d6107
+_BERT_NEEDS = {  # config.json key: (the value from_bert implements, why another is refused; '' when the key says it)
+    'model_type': ('bert', ''), 'hidden_act': ('gelu', ''), 'position_embedding_type': ('absolute', ''),
+    'is_decoder': (False, " (a decoder's attention is causal; txc's encoder is bidirectional)"),
+    'add_cross_attention': (False, " (txc's encoder has no cross-attention layers)")}
+
 def read_bert_dir(model_dir) -> tuple[ArchitectureConfig, dict]:
     "Read a local BERT checkpoint dir: (ArchitectureConfig, state dict with transformers' names); DataError for any problem."
     d = Path(model_dir)
     hf = _bert_json(d / 'config.json')
-    for key, want in (('model_type', 'bert'), ('hidden_act', 'gelu'), ('position_embedding_type', 'absolute')):
-        if hf.get(key, want) != want: raise DataError(f"{d / 'config.json'}: {key}={hf[key]!r} is not supported; from_bert needs {want!r}")
+    for key, (want, why) in _BERT_NEEDS.items():
+        if hf.get(key, want) != want: raise DataError(f"{d / 'config.json'}: {key}={hf[key]!r} is not supported{why}; from_bert needs {want!r}")
     return bert_arch(hf, d / 'config.json'), _bert_weights(d)

@@ -103,9 +103,8 @@ class Classifier(nn.Module):
 
     def hidden(self, input_ids:Tensor, attention_mask:Optional[Tensor]=None) -> Tensor: # (B, T, H), or (B, 1, H) for `cls`
         "What the pooling reads: with `cls` pooling only the first tokens, which the last block then computes alone."
-        if self.head.pooling != 'cls' or (attention_mask is not None and attention_mask[:, 0].any()):
-            return self.encoder(input_ids, attention_mask)
-        n = (~attention_mask).sum(1) if attention_mask is not None else torch.full(input_ids.shape[:1], input_ids.shape[1], device=input_ids.device)
+        if self.head.pooling != 'cls': return self.encoder(input_ids, attention_mask)
+        n = (~attention_mask).sum(-1) if attention_mask is not None else torch.full(input_ids.shape[:1], input_ids.shape[-1], device=input_ids.device)  # shapes: checked by `packed`
         return self.encoder.packed(input_ids, attention_mask, keep=n.cumsum(0) - n)[0][:, None]   # first token of each row
 
     @classmethod
@@ -120,5 +119,8 @@ class Classifier(nn.Module):
             if k not in enc: raise DataError(f"checkpoint has no 'encoder.{k}'; was it trained with the same architecture?")
             if enc[k].shape != own[k].shape:
                 raise DataError(f"'encoder.{k}' has shape {tuple(enc[k].shape)} in the checkpoint but {tuple(own[k].shape)} in this architecture")
+        if extra := [f'encoder.{k}' for k in enc if k not in own]:      # weights this architecture has no place for: not dropped silently
+            raise DataError(f"checkpoint has {len(extra)} encoder weights this architecture lacks ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}); "
+                            "was it trained with the same architecture?")
         self.encoder.load_state_dict(enc, strict=False)
         return self

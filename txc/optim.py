@@ -15,8 +15,8 @@ from .config import ConfigError, TrainingConfig
 from .trainer import Callback
 
 # %% auto #0
-__all__ = ['no_decay_ids', 'lr_multiplier', 'param_groups', 'make_optimizer', 'lr_factor', 'make_scheduler', 'frozen_modules',
-           'set_frozen', 'FreezeCB', 'class_weights', 'class_weighted_loss']
+__all__ = ['no_decay_ids', 'lr_multiplier', 'unwrapped', 'param_groups', 'make_optimizer', 'lr_factor', 'make_scheduler',
+           'frozen_modules', 'set_frozen', 'FreezeCB', 'class_weights', 'class_weighted_loss']
 
 # %% ../nbs/07a_optim.ipynb #40683c09
 def no_decay_ids(model:nn.Module)->set[int]:
@@ -37,9 +37,18 @@ def lr_multiplier(name:str, num_layers:int, tcfg:TrainingConfig, finetuning:bool
     else: k = 0
     return tcfg.backbone_lr_mult * tcfg.layer_lr_decay ** k
 
+# %% ../nbs/07a_optim.ipynb #d5314ed9
+def unwrapped(model:nn.Module)->nn.Module:
+    "The model under any `torch.compile` (`_orig_mod`) and DDP/DataParallel (`module`) wrappers."
+    while True:
+        if isinstance(getattr(model, '_orig_mod', None), nn.Module): model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)): model = model.module
+        else: return model
+
 # %% ../nbs/07a_optim.ipynb #fbded41d
 def param_groups(model:nn.Module, tcfg:TrainingConfig, finetuning:bool=False)->list[dict]:
     "AdamW parameter groups: one per (LR multiplier, weight decay) pair."
+    model = unwrapped(model)                                                  # the names below are the plain model's
     nd, L = no_decay_ids(model), len(model.encoder.blocks) if hasattr(model, 'encoder') else 0
     groups = {}
     for name, p in model.named_parameters():

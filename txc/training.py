@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigError, DataError, TxcConfig, TxcError
+from pydantic import ValidationError
+
+from .config import ArchitectureConfig, ConfigError, DataError, TxcConfig, TxcError
 from .config_io import save_config
 from .data import load_tensor_dataset, check_same_vocab, vocab_sha256
 from .tokenizer import WordPieceTokenizer
@@ -26,9 +28,9 @@ from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB,
 from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, check_checkpoint_vocab, restore
 
 # %% auto #0
-__all__ = ['load_splits', 'prepared_max_length', 'seq_len', 'label_names', 'load_tokenizer', 'pretrained_checkpoint',
-           'build_model', 'seed_everything', 'make_collators', 'CompileCB', 'make_callbacks', 'resume_path',
-           'build_trainer', 'train']
+__all__ = ['load_splits', 'prepared_max_length', 'seq_len', 'label_names', 'load_tokenizer', 'weight_meaning',
+           'architecture_differences', 'pretrained_checkpoint', 'build_model', 'seed_everything', 'make_collators',
+           'CompileCB', 'make_callbacks', 'resume_path', 'build_trainer', 'train']
 
 # %% ../nbs/07f_training.ipynb #3a475e1b
 def load_splits(cfg:TxcConfig)->dict:
@@ -90,6 +92,26 @@ def load_tokenizer(cfg:TxcConfig, warn_unused:bool=True):
                       f"the extra rows are never used and cost time; set it to {tok.vocab_size}")
     return tok
 
+# %% ../nbs/07f_training.ipynb #b1d2787e
+_WEIGHT_FIELDS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads', 'position_encoding', 'attention_style',
+                  'norm_position', 'activation', 'bias', 'norm_eps', 'type_vocab_size', 'pad_token_id')
+
+def weight_meaning(a:ArchitectureConfig)->dict:
+    "The architecture fields that decide what trained encoder weights compute, each option only where it acts."
+    out = {f: getattr(a, f) for f in _WEIGHT_FIELDS} | dict(intermediate_size=a.ffn_size)    # null and 4 * hidden agree
+    if a.position_encoding == 'learned': out['max_position_embeddings'] = a.max_position_embeddings
+    if a.position_encoding == 'rope': out['rope_theta'] = a.rope_theta
+    if a.attention_style != 'full': out['local_window'] = a.local_window
+    if a.attention_style == 'alternating': out['global_every'] = a.global_every
+    return out
+
+def architecture_differences(saved, arch:ArchitectureConfig)->list[str]:
+    "'field: old (pretrained) vs new (this run)' for each `weight_meaning` field a checkpoint's stored architecture changes."
+    try: old = weight_meaning(ArchitectureConfig.model_validate(saved))
+    except ValidationError: return []              # no architecture stored (or not one this txc reads): the key and shape checks remain
+    new = weight_meaning(arch)                     # a field only one side has follows from one both have, which is named
+    return [f"{k}: {old[k]!r} (pretrained) vs {new[k]!r} (this run)" for k in old if k in new and old[k] != new[k]]
+
 # %% ../nbs/07f_training.ipynb #01cfa522
 def pretrained_checkpoint(cfg:TxcConfig, run_dir)->Optional[Path]:
     "The checkpoint a finetuning run starts from, or None (no pretrained_experiment)."
@@ -106,6 +128,11 @@ def build_model(cfg:TxcConfig, run_dir)->nn.Module:
     model = Classifier(cfg.architecture, cfg.classification_head)
     if not cfg.training.resume.is_resume and (p := pretrained_checkpoint(cfg, run_dir)):
         check_checkpoint_vocab(ck := load_checkpoint(p), cfg.tokenizer.vocab_dir, f'pretrained_experiment: {p}')
+        saved = ck['config'].get('architecture') if isinstance(ck.get('config'), dict) else None
+        if diff := architecture_differences(saved, cfg.architecture):
+            raise DataError(f"pretrained_experiment: {p}: its architecture differs from this run's ({'; '.join(diff)}), so its weights "
+                            f"would compute something else here: copy the pretraining run's architecture section into this run's config, "
+                            f"as generate_finetuning_experiment.py -p does")
         try: model.load_encoder(ck['model'])
         except DataError as e:                       # a run's architecture edited after generation, or -p of another run
             raise DataError(f"pretrained_experiment: {p}: {e}: this run's architecture section must be the pretraining run's, "

@@ -30,7 +30,7 @@ def make_buckets(lengths:Tensor, # (B,) real tokens per row
     N, starts, out = int(lengths.sum()), lengths.cumsum(0) - lengths, []
     for key in ((lengths + width - 1) // width).unique().tolist():
         rows = ((lengths + width - 1) // width == key).nonzero().squeeze(1)
-        n_len = lengths[rows]; T = max(int(n_len.max()), 1)     # all-PAD rows: one slot, which reads the zero row
+        n_len = lengths[rows]; T = int(n_len.max())             # >= 1: the encoder refuses rows of PAD only
         pad = torch.arange(T, device=lengths.device) >= n_len[:, None]                   # (n, T)
         src = (starts[rows, None] + torch.arange(T, device=lengths.device)).masked_fill(pad, N)
         pad = pad if pad.any() else None
