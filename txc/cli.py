@@ -96,7 +96,7 @@ def cmd_check(args):
             cfg = load_config(path)
             if not args.schema_only: check_config_files(cfg, Path(path).parent)
             print(config_to_yaml(cfg) if args.show else f"ok {path}: {cfg.experiment.kind} config {cfg.experiment.name!r}")
-        elif kind != '.pt':
+        elif kind not in ('.pt', '.txt', '.csv', '.jsonl'):                # the dataset loader names a text file as such
             what = 'a checkpoint (load it with txc.checkpoint.load_checkpoint)' if kind == '.ckpt' else f'a {kind or "file without extension"}'
             raise DataError(f"{path} is {what}: txc check takes config files (.yaml, .yml) and datasets (.pt)")
         else:
