@@ -48,6 +48,9 @@ def plot_curves(train:list[dict], evals:dict[str, list[dict]], title:str='')->Fi
 def read_metrics(run_dir)->tuple[list[dict], dict[str, list[dict]]]:
     "(training rows, {split: eval rows}) from `<run_dir>/metrics`; DataError if there are none."
     d = Path(run_dir) / 'metrics'
+    if not Path(run_dir).is_dir():
+        raise DataError(f"run dir {run_dir} not found: give the path of a run dir, such as experiments/finetuning/NAME "
+                        "(or the experiment.output_dir its config sets)")
     train = read_csv(d / 'train' / 'train.csv') if (d / 'train' / 'train.csv').is_file() else []
     evals = {p.stem: read_csv(p) for p in sorted((d / 'eval').glob('*.csv')) if not p.stem.endswith('_confusion')}
     if not train and not evals:
