@@ -55,14 +55,14 @@ def cmd_tokenizer(args):
 # %% ../nbs/10_cli.ipynb #9a4e091d
 def add_prepare(sub):
     p = sub.add_parser('prepare', help='text file -> train/val/test .pt datasets (+ labels.json)')
-    p.add_argument('--input', required=True, help="a .txt, .csv or .jsonl file, or 'bundled' / 'bundled-sections'")
+    p.add_argument('--input', required=True, help="a .txt, .csv or .jsonl file (any case), or 'bundled' / 'bundled-sections'")
     p.add_argument('--tokenizer', required=True, help='vocab dir written by `txc tokenizer`')
     p.add_argument('--out', required=True, help='output dir')
     p.add_argument('--text-field', default='text', help='column or key holding the text')
     p.add_argument('--label-field', default=None, help='column or key holding the label; omit for MLM datasets')
     p.add_argument('--splits', default='0.8,0.1,0.1', help='train,val,test fractions')
     p.add_argument('--seed', type=int, default=0, help='seed of the random split')
-    p.add_argument('--max-length', type=at_least(2), default=128, help='longest sequence in tokens')
+    p.add_argument('--max-length', type=at_least(2), default=None, help="longest sequence in tokens (default: the vocab's, from `txc tokenizer --max-length`)")
 
 def cmd_prepare(args):
     from txc.data import prepare_dataset

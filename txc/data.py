@@ -258,12 +258,39 @@ def _label_names(labels:list[str]) -> list[str]:
     if all(re.fullmatch(r'-?[0-9]+', n) for n in names): return sorted(names, key=lambda n: (int(n), n))
     return sorted(names)
 
+def _check_labels(p, label_field, labels, names):
+    "`DataError` for one class; warnings for labels that differ only by case, and for as many classes as rows."
+    if len(names) == 1:
+        raise DataError(f'{p}: the label field {label_field!r} holds one class ({names[0]!r}) in all {len(labels)} rows, and a classifier needs at least 2: '
+                        'check --label-field, or add texts of the other classes')
+    folded = {}
+    for n in names: folded.setdefault(n.casefold(), []).append(n)
+    if same := [v for v in folded.values() if len(v) > 1]:
+        warnings.warn(f'{p}: labels {" and ".join(map(repr, same[0]))} differ only by case, so they are different classes'
+                      f'{f" ({len(same)} such groups)" if len(same) > 1 else ""}: write each class one way if they are one class')
+    if len(names) == len(labels) > 2:
+        warnings.warn(f'{p}: the label field {label_field!r} has as many classes as rows ({len(labels)}), one text each: is it an id or a text column? check --label-field')
+
+# %% ../nbs/02_data.ipynb #897b47e8
+def _check_splits(p, parts, names):
+    "Warnings: val/test texts that also appear in train, classes with no train example."
+    seen = set(parts['train'][0])
+    if dup := sum(t in seen for k in ('val', 'test') for t in parts[k][0]):
+        warnings.warn(f'{p}: {dup} val/test text(s) also appear in train (the file repeats them): their scores measure memory, not generalisation; '
+                      'remove duplicate texts before `txc prepare`')
+    if names and (absent := sorted(set(range(len(names))) - set(parts['train'][1]))):
+        warnings.warn(f'{p}: class(es) {", ".join(repr(names[i]) for i in absent)} have no example in the train split, only in val/test, '
+                      'so the model cannot learn them: add examples, or try another --seed')
+
 def _user_splits(input, text_field, label_field, splits, seed):
     texts, labels = read_texts(input, text_field, label_field)
     names = _label_names(labels) if labels is not None else None
+    if names: _check_labels(input, label_field, labels, names)
     ids = [names.index(l) for l in labels] if names else None
     idx = split_indices(len(texts), splits, seed)
-    return {k: ([texts[i] for i in v], [ids[i] for i in v] if ids else None) for k, v in idx.items()}, names
+    parts = {k: ([texts[i] for i in v], [ids[i] for i in v] if ids else None) for k, v in idx.items()}
+    _check_splits(input, parts, names)
+    return parts, names
 
 # %% ../nbs/02_data.ipynb #c78b4bc0
 def write_splits(tok:WordPieceTokenizer, parts:dict, out:Path, max_length:int=128) -> dict[str, tuple[int, int]]:
@@ -300,11 +327,12 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
                     text_field:str='text', label_field:str|None=None, # csv column / json key names
                     splits=(0.8, 0.1, 0.1), # train/val/test fractions (user files only)
                     seed:int=0,            # seed of the random split (user files only)
-                    max_length:int=128,    # truncate to this many tokens, [CLS] and [SEP] included
+                    max_length:int|None=None, # truncate to this many tokens, [CLS] and [SEP] included; None: the vocab's own
                    ) -> dict:
     "Tokenize a text file or the bundled corpus into `TensorDataset` .pt files; returns what `prepare.json` records."
     t0, out = time.time(), check_out_dir(out, 'out dir')      # a file, or a path under one, fails before any work
     tok = WordPieceTokenizer.load(tokenizer_dir)
+    max_length = max_length or tok.max_length
     bundled = str(input) in ('bundled', 'bundled-sections')
     parts, names = bundled_splits(str(input)) if bundled else _user_splits(input, text_field, label_field, splits, seed)
     out.mkdir(parents=True, exist_ok=True)
