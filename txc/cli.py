@@ -47,8 +47,9 @@ def cmd_tokenizer(args):
     check_out_dir(args.out, '--out')              # a file, or under one: refused before, not after, training
     texts = [t for path in args.input for t in read_texts(path, args.text_field)[0]]
     t0 = time.perf_counter()
-    tok = WordPieceTokenizer.train(texts=texts, vocab_size=args.vocab_size, lowercase=not args.cased,
-                                   strip_accents=not args.cased, min_frequency=args.min_frequency, max_length=args.max_length)
+    try: tok = WordPieceTokenizer.train(texts=texts, vocab_size=args.vocab_size, lowercase=not args.cased,
+                                        strip_accents=not args.cased, min_frequency=args.min_frequency, max_length=args.max_length)
+    except DataError as e: raise DataError(f"--input {' '.join(args.input)}: {e}") from None      # the texts say nothing: name the files
     tok.save(args.out)
     print(f"wrote {args.out}: vocab {tok.vocab_size} from {len(texts):,} texts in {time.perf_counter() - t0:.1f}s")
 
