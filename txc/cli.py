@@ -129,13 +129,12 @@ def add_predict(sub):
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
 
 def read_lines(src:str, text_field:str='text')->list[str]:
-    "The texts of `--input`: a .csv or .jsonl file's `text_field`, else the non-blank lines of a file, or of stdin when `src` is '-'."
-    from txc.data import read_texts, _not_utf8
-    if Path(src).suffix in ('.csv', '.jsonl'): return read_texts(src, text_field)[0]
-    if src != '-' and not Path(src).is_file(): raise DataError(f"--input {src}: file not found")
-    raw = sys.stdin.buffer.read() if src == '-' else Path(src).read_bytes()
-    try: return [l for l in raw.decode('utf-8').splitlines() if l.strip()]
-    except UnicodeDecodeError as e: raise _not_utf8('stdin' if src == '-' else src, e) from None
+    "The texts of `--input`, one per output line: a .csv or .jsonl file's `text_field` (a blank one is an error naming its line), or the non-blank lines of a .txt file, or of stdin when `src` is '-'."
+    from txc.data import read_texts, text_format, decode_utf8, split_lines
+    if src == '-': raw, name = sys.stdin.buffer.read(), 'stdin'
+    elif text_format(Path(src), '--input') != '.txt': return read_texts(src, text_field, blank='refuse')[0]
+    else: raw, name = Path(src).read_bytes(), src
+    return [l for l in split_lines(decode_utf8(raw, name)) if l.strip()]
 
 def dataset_classes(dataset_path)->list[str]|None:
     "The class names, in id order, of the `labels.json` that `txc prepare` wrote beside a dataset, or None."
