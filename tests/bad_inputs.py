@@ -130,6 +130,7 @@ class Case:
         return ' '.join([head, *(shlex.quote(str(a)) for a in self.argv[1:])])
 
 
+PREP = ['txc', 'prepare', '--tokenizer', 'vocab', '--out', 'prep', '--input']
 QS = ['txc', 'quickstart', '--preset', 'smoke', '--threads', '1', '--no-progress']
 
 def _cfg(kind, name, edit=None, text=None):
@@ -406,7 +407,38 @@ CASES = [
          setup=_relabelled_run, needles=('disagree on the classes', 'same labels.json')),
     # -- text files for `txc prepare` / `txc tokenizer`
     Case('csv_no_text', 'a CSV without the text column', argv=['txc', 'prepare', '--input', 'bad/notext.csv', '--tokenizer', 'vocab', '--out', 'prep'],
-         setup=lambda ws: _bad(ws, 'notext.csv', 'body,label\nhello,a\nbye,b\n'), needles=('notext.csv', "'text'", 'body, label', '--text-field')),
+         setup=lambda ws: _bad(ws, 'notext.csv', 'body,label\nhello,a\nbye,b\n'), needles=('notext.csv', "'text'", "'body', 'label'", '--text-field')),
+    Case('csv_extra_fields', 'a CSV row with an unquoted comma in its text (more fields than the header)', argv=[*PREP, 'bad/comma.csv', '--label-field', 'label'],
+         setup=lambda ws: _bad(ws, 'comma.csv', 'text,label\ngood film,pos\ngreat movie, loved it,pos\nbad film,neg\n'),
+         needles=('comma.csv, line 3', '3 fields but the header has 2', 'must be quoted')),
+    Case('csv_short_row', 'a CSV row with fewer fields than the header (no label)', argv=[*PREP, 'bad/short.csv', '--label-field', 'label'],
+         setup=lambda ws: _bad(ws, 'short.csv', 'text,label\ngood film,pos\nno label here\nbad film,neg\n'), needles=('short.csv, line 3', '1 field(s) but the header has 2')),
+    Case('csv_dup_column', 'a CSV header that names a column twice (`text,text,label`)', argv=[*PREP, 'bad/dup.csv', '--label-field', 'label'],
+         setup=lambda ws: _bad(ws, 'dup.csv', 'text,text,label\n' + ''.join(f'title {i},body {i},{"ab"[i % 2]}\n' for i in range(10))), needles=('dup.csv', "names the column 'text' twice")),
+    Case('csv_unclosed_quote', 'a CSV quote left open, which would swallow the rows after it', argv=[*PREP, 'bad/quote.csv', '--label-field', 'label'],
+         setup=lambda ws: _bad(ws, 'quote.csv', 'text,label\n"unclosed quote movie,pos\nbad film,neg\ngood film,pos\n'),
+         needles=('quote.csv, line 2', 'not valid csv', 'quote left open')),
+    Case('jsonl_list_text', 'a JSONL text that is a list, not a string', argv=[*PREP, 'bad/list.jsonl'],
+         setup=lambda ws: _bad(ws, 'list.jsonl', '{"text": "fine"}\n{"text": ["a", "b"]}\n' + '{"text": "more"}\n' * 10), needles=('list.jsonl, line 2', "text field 'text' holds a list", 'JSON string')),
+    Case('jsonl_float_label', 'JSONL labels `1` and `1.0` (would be two classes)', argv=[*PREP, 'bad/float.jsonl', '--label-field', 'label'],
+         setup=lambda ws: _bad(ws, 'float.jsonl', '{"text": "a", "label": 1}\n{"text": "b", "label": 1.0}\n' + ''.join(f'{{"text": "t{i}", "label": {i % 2}}}\n' for i in range(10))),
+         needles=('float.jsonl, line 2', "label field 'label' holds a number (1.0)", 'strings or integers')),
+    Case('jsonl_missing_label', 'a JSONL line without the label key the others have', argv=[*PREP, 'bad/nolabel.jsonl', '--label-field', 'label'],
+         setup=lambda ws: _bad(ws, 'nolabel.jsonl', '{"text": "a", "label": "x"}\n{"text": "b"}\n'),
+         needles=("nolabel.jsonl, line 2 has no label field 'label'", "(fields on that line: 'text')")),
+    Case('one_class', '`txc prepare --label-field` on data with a single class', argv=[*PREP, 'bad/one.csv', '--label-field', 'label'],
+         setup=lambda ws: _bad(ws, 'one.csv', 'text,label\n' + ''.join(f'text {i},pos\n' for i in range(10))),
+         needles=('one.csv', "label field 'label' holds one class ('pos')", 'at least 2')),
+    Case('prepare_tokenizer_file', '`txc prepare --tokenizer` naming a file, not a vocab dir', argv=['txc', 'prepare', '--input', 'texts.txt', '--tokenizer', 'texts.txt', '--out', 'prep'],
+         needles=('tokenizer vocab dir texts.txt is a file', 'txc tokenizer --out')),
+    Case('tokenizer_input_dir', '`txc tokenizer --input` naming a directory', argv=['txc', 'tokenizer', '--input', 'bad', '--out', 'vocab2'],
+         setup=lambda ws: _bad(ws, 'x.txt', 'hi\n'), needles=('input file bad is a directory', '.txt, .csv or .jsonl')),
+    Case('tokenizer_control_chars', '`txc tokenizer --input` of a file that holds only control characters', argv=['txc', 'tokenizer', '--input', 'bad/ctl.txt', '--out', 'vocab2'],
+         setup=lambda ws: _bad(ws, 'ctl.txt', '\x01\x02\x7f\n\x1b\x07\n'), needles=('--input bad/ctl.txt', 'no text to train the tokenizer', 'control characters')),
+    Case('predict_json', '`txc predict --input` of a .json file', argv=['txc', 'predict', '-n', 'ft', '--input', 'bad/texts.json'],
+         setup=lambda ws: _bad(ws, 'texts.json', '[{"text": "chess game"}]\n'), needles=("--input bad/texts.json has unknown extension '.json'", '.jsonl')),
+    Case('predict_blank_row', '`txc predict --input` of a CSV with a row whose text is blank', argv=['txc', 'predict', '-n', 'ft', '--input', 'bad/rows.csv'],
+         setup=lambda ws: _bad(ws, 'rows.csv', 'id,text\n1,chess game\n2,\n3,sound driver\n'), needles=('rows.csv, line 3', "text field 'text' is blank", 'one line per row')),
     Case('non_utf8', 'a Latin-1 .txt file', argv=['txc', 'prepare', '--input', 'bad/latin1.txt', '--tokenizer', 'vocab', '--out', 'prep'],
          setup=lambda ws: _bad(ws, 'latin1.txt', 'caf\xe9 cr\xe8me br\xfbl\xe9e\n'.encode('latin-1')), needles=('latin1.txt', 'UTF-8', 'iconv')),
     Case('non_utf8_tokenizer', 'a Latin-1 .csv for `txc tokenizer`', argv=['txc', 'tokenizer', '--input', 'bad/latin1.csv', '--out', 'vocab2'],

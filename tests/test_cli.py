@@ -71,6 +71,29 @@ def test_prepare_then_check_roundtrip(tmp_path, tiny_vocab):
     for split in ('train', 'val', 'test'):
         assert run_txc('check', tmp_path / 'out' / f'{split}.pt', '--num-labels', 2).returncode == 0
 
+def test_prepare_max_length_defaults_to_the_vocabs(tmp_path):
+    "`txc tokenizer --max-length 8` is stored with the vocab: `txc prepare` uses it unless --max-length is given (it used 128)."
+    (tmp_path / 'corpus.txt').write_text(''.join(f'alpha beta gamma delta kernel driver python library item{i}\n' for i in range(200)))
+    assert run_txc('tokenizer', '--input', tmp_path / 'corpus.txt', '--vocab-size', 128, '--max-length', 8, '--out', tmp_path / 'v').returncode == 0
+    for extra, n in (([], 8), (['--max-length', 12], 12)):
+        out = tmp_path / f'out{n}'
+        res = run_txc('prepare', '--input', tmp_path / 'corpus.txt', '--tokenizer', tmp_path / 'v', '--out', out, *extra)
+        assert res.returncode == 0, res.stderr
+        assert json.loads((out / 'prepare.json').read_text())['max_length'] == n
+        assert torch.load(out / 'train.pt', weights_only=False).tensors[0].shape[1] == n
+
+def test_prepare_warnings_are_one_line_each(tmp_path, tiny_vocab):
+    "Blank texts skipped, texts repeated across splits, labels that differ only by case: warnings, and the datasets are written."
+    rows = ['text,label'] + [f'alpha beta item{i % 10},{"pos" if i % 2 else "neg"}' for i in range(40)] + [',pos', '"  ",neg', 'gamma,Pos']
+    (tmp_path / 'd.csv').write_text('\n'.join(rows) + '\n')
+    res = run_txc('prepare', '--input', tmp_path / 'd.csv', '--tokenizer', tiny_vocab, '--out', tmp_path / 'out', '--label-field', 'label')
+    assert res.returncode == 0 and (tmp_path / 'out' / 'train.pt').exists(), res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert all(l.startswith('warning: ') for l in lines) and 'Traceback' not in res.stderr, res.stderr
+    assert any("skipped 2 row(s) whose text field 'text' is blank or null (the first on line 42)" in l for l in lines), lines
+    assert any("labels 'Pos' and 'pos' differ only by case" in l for l in lines), lines
+    assert any('val/test text(s) also appear in train' in l for l in lines), lines
+
 def test_quickstart_bad_threads_fails_before_any_work(tmp_path):
     assert_user_error(run_txc('quickstart', '--threads', '0', '--root', tmp_path / 'qs'), '--threads 0')
     assert not (tmp_path / 'qs').exists()

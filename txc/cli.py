@@ -48,22 +48,23 @@ def cmd_tokenizer(args):
     check_out_dir(args.out, '--out')              # a file, or under one: refused before, not after, training
     texts = [t for path in args.input for t in read_texts(path, args.text_field)[0]]
     t0 = time.perf_counter()
-    tok = WordPieceTokenizer.train(texts=texts, vocab_size=args.vocab_size, lowercase=not args.cased,
-                                   strip_accents=not args.cased, min_frequency=args.min_frequency, max_length=args.max_length)
+    try: tok = WordPieceTokenizer.train(texts=texts, vocab_size=args.vocab_size, lowercase=not args.cased,
+                                        strip_accents=not args.cased, min_frequency=args.min_frequency, max_length=args.max_length)
+    except DataError as e: raise DataError(f"--input {' '.join(args.input)}: {e}") from None      # the texts say nothing: name the files
     tok.save(args.out)
     print(f"wrote {args.out}: vocab {tok.vocab_size} from {len(texts):,} texts in {time.perf_counter() - t0:.1f}s")
 
 # %% ../nbs/10_cli.ipynb #9a4e091d
 def add_prepare(sub):
     p = sub.add_parser('prepare', help='text file -> train/val/test .pt datasets (+ labels.json)')
-    p.add_argument('--input', required=True, help="a .txt, .csv or .jsonl file, or 'bundled' / 'bundled-sections'")
+    p.add_argument('--input', required=True, help="a .txt, .csv or .jsonl file (any case), or 'bundled' / 'bundled-sections'")
     p.add_argument('--tokenizer', required=True, help='vocab dir written by `txc tokenizer`')
     p.add_argument('--out', required=True, help='output dir')
     p.add_argument('--text-field', default='text', help='column or key holding the text')
     p.add_argument('--label-field', default=None, help='column or key holding the label; omit for MLM datasets')
     p.add_argument('--splits', default='0.8,0.1,0.1', help='train,val,test fractions')
     p.add_argument('--seed', type=int, default=0, help='seed of the random split')
-    p.add_argument('--max-length', type=at_least(2), default=128, help='longest sequence in tokens')
+    p.add_argument('--max-length', type=at_least(2), default=None, help="longest sequence in tokens (default: the vocab's, from `txc tokenizer --max-length`)")
 
 def cmd_prepare(args):
     from txc.data import prepare_dataset
@@ -146,13 +147,12 @@ def add_predict(sub):
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
 
 def read_lines(src:str, text_field:str='text')->list[str]:
-    "The texts of `--input`: a .csv or .jsonl file's `text_field`, else the non-blank lines of a file, or of stdin when `src` is '-'."
-    from txc.data import read_texts, _not_utf8
-    if Path(src).suffix in ('.csv', '.jsonl'): return read_texts(src, text_field)[0]
-    if src != '-' and not Path(src).is_file(): raise DataError(f"--input {src}: file not found")
-    raw = sys.stdin.buffer.read() if src == '-' else Path(src).read_bytes()
-    try: return [l for l in raw.decode('utf-8').splitlines() if l.strip()]
-    except UnicodeDecodeError as e: raise _not_utf8('stdin' if src == '-' else src, e) from None
+    "The texts of `--input`, one per output line: a .csv or .jsonl file's `text_field` (a blank one is an error naming its line), or the non-blank lines of a .txt file, or of stdin when `src` is '-'."
+    from txc.data import read_texts, text_format, decode_utf8, split_lines
+    if src == '-': raw, name = sys.stdin.buffer.read(), 'stdin'
+    elif text_format(Path(src), '--input') != '.txt': return read_texts(src, text_field, blank='refuse')[0]
+    else: raw, name = Path(src).read_bytes(), src
+    return [l for l in split_lines(decode_utf8(raw, name)) if l.strip()]
 
 def dataset_classes(dataset_path)->list[str]|None:
     "The class names, in id order, of the `labels.json` that `txc prepare` wrote beside a dataset, or None."

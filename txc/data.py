@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
-import csv, hashlib, json, math, re, time, warnings
+import codecs, csv, hashlib, io, json, math, re, time, warnings
 from pathlib import Path
 
 import torch
@@ -16,10 +16,10 @@ from .tokenizer import WordPieceTokenizer
 from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpus, classification_splits, mlm_texts, source_split
 
 # %% auto #0
-__all__ = ['validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'read_texts', 'parse_splits', 'split_indices',
-           'encode_texts', 'write_splits', 'vocab_sha256', 'check_same_vocab', 'prepare_dataset', 'SECTIONS',
-           'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts',
-           'source_split']
+__all__ = ['TEXT_SUFFIXES', 'validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'text_format', 'decode_utf8',
+           'split_lines', 'read_texts', 'parse_splits', 'split_indices', 'encode_texts', 'write_splits', 'vocab_sha256',
+           'check_same_vocab', 'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits',
+           'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
 
 # %% ../nbs/02_data.ipynb #0503a578
 _all_ = ['SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
@@ -87,7 +87,7 @@ def load_tensor_dataset(path,                         # a .pt written by `prepar
             warnings.simplefilter('ignore')
             ds = torch.load(p, map_location='cpu', weights_only=True)
     except Exception as e:                   # any failure, the unpickler's own on bytes that are no pickle (a CSV, say) too
-        if p.suffix in ('.txt', '.csv', '.jsonl'):
+        if p.suffix.lower() in ('.txt', '.csv', '.jsonl'):
             raise DataError(f'{p} is a text file, not a txc dataset: make datasets from it with `txc prepare --input {p}`') from None
         raise DataError(f'{p} is not a txc dataset: txc refuses to unpickle arbitrary objects (torch.load weights_only=True failed: '
                         f'{unpickle_reason(e)}); recreate it with `txc prepare`') from None
@@ -101,59 +101,125 @@ def load_tensor_dataset(path,                         # a .pt written by `prepar
     return TensorDataset(*keep)
 
 # %% ../nbs/02_data.ipynb #d8c81862
-def _rows(p:Path):
-    "(row number, dict) pairs of a csv or jsonl file."
-    if p.suffix == '.csv':
-        csv.field_size_limit(2**31 - 1)
-        with open(p, newline='', encoding='utf-8-sig') as f:
-            r = csv.DictReader(f)
-            yield from enumerate(r, 2)
-        return
-    for i, line in enumerate(p.read_text(encoding='utf-8-sig').splitlines(), 1):     # -sig: a BOM, as Windows editors write, is not text
+TEXT_SUFFIXES = ('.txt', '.csv', '.jsonl')   # what `read_texts` reads, in any case
+
+def text_format(p:Path, what:str='input file') -> str:
+    "'.txt', '.csv' or '.jsonl' by `p`'s suffix in any case; `DataError` for a directory, a missing file or another suffix."
+    if p.is_dir(): raise DataError(f'{what} {p} is a directory: give a .txt, .csv or .jsonl file')
+    if not p.is_file(): raise DataError(f'{what} {p} not found')
+    if (ext := p.suffix.lower()) in TEXT_SUFFIXES: return ext
+    has = f'has unknown extension {p.suffix!r}' if p.suffix else 'has no extension'
+    hint = ': txc reads JSON Lines (one object per line) from .jsonl files' if ext in ('.json', '.ndjson') else ''
+    raise DataError(f'{what} {p} {has}{hint}: use .txt (one text per line), .csv or .jsonl, renaming the file if it holds one of them')
+
+def _not_utf8(p, e, raw:bytes=b'', skip:int=0):
+    at = e.start + skip; nl = b'\n'
+    return DataError(f'{p}: cannot read it as UTF-8 ({e.reason} at byte {at:,}, line {raw.count(nl, 0, at) + 1}): re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`')
+
+def decode_utf8(raw:bytes, source) -> str:
+    "`raw` as UTF-8 less a leading BOM; `DataError` naming `source` and the offset and line of the first bad byte in the whole file."
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try: return raw[skip:].decode('utf-8')
+    except UnicodeDecodeError as e: raise _not_utf8(source, e, raw, skip) from None
+
+_NEWLINE = re.compile(r'\r\n|\r|\n')
+
+def split_lines(s:str) -> list[str]:
+    "The lines of `s`, split only at \\n, \\r\\n and \\r (not at U+2028, U+0085, \\x0b, \\x0c, \\x1c-\\x1e as `str.splitlines` does)."
+    lines = _NEWLINE.split(s)
+    return lines[:-1] if lines[-1] == '' else lines
+
+# %% ../nbs/02_data.ipynb #7ec2f4ac
+def _names(fields) -> str: return ', '.join(map(repr, fields)) or 'none'   # quoted: a field ' label' shows its space
+
+def _csv_records(p, text:str):
+    "(first line, fields) of each record of a csv; strict, so a quote left open is an error, not a text that swallows the rows after it."
+    r, start = csv.reader(io.StringIO(text, newline=''), strict=True), 1
+    while True:
+        try: row = next(r)
+        except StopIteration: return
+        except csv.Error as e: raise DataError(f'{p}, line {start}: not valid csv ({e}): a quoted field must end with a quote right before a comma or the line end '
+                                               '(write a quote inside it as ""); check for a quote left open on this line') from None
+        yield start, row
+        start = r.line_num + 1
+
+def _csv_rows(p, text:str):
+    "(line, dict) pairs of a csv's rows, refusing what `csv.DictReader` gets wrong silently: too many or too few fields, a column named twice."
+    recs = _csv_records(p, text)
+    header = next((row for _, row in recs if row), None)
+    if header is None: return
+    if dup := [f for i, f in enumerate(header) if f in header[:i]]:
+        raise DataError(f'{p}: the header names the column {dup[0]!r} twice ({_names(header)}): rename one, since txc cannot tell which one you mean')
+    for i, row in recs:
+        if not row or (len(row) == 1 < len(header) and not row[0].strip()): continue        # a blank line
+        if len(row) > len(header):
+            raise DataError(f'{p}, line {i}: {len(row)} fields but the header has {len(header)} ({_names(header)}): a text that holds a comma must be quoted, as in "great movie, loved it",pos')
+        if len(row) < len(header):
+            raise DataError(f'{p}, line {i}: {len(row)} field(s) but the header has {len(header)} ({_names(header)}): give every row a value for each column (an empty one as nothing between two commas)')
+        yield i, dict(zip(header, row))
+
+# %% ../nbs/02_data.ipynb #2054efe4
+def _jsonl_rows(p, text:str):
+    "(line, dict) pairs of a jsonl file's non-blank lines."
+    for i, line in enumerate(split_lines(text), 1):
         if not line.strip(): continue
         try: row = json.loads(line)
         except json.JSONDecodeError as e: raise DataError(f'{p}, line {i}: not valid JSON ({e.msg}): each line must be one JSON object') from None
         if not isinstance(row, dict): raise DataError(f'{p}, line {i}: holds a {type(row).__name__}, not a JSON object')
         yield i, row
 
+def _rows(p:Path, ext:str):
+    "(line, dict) pairs of a csv or jsonl file."
+    text = decode_utf8(p.read_bytes(), p)
+    return _csv_rows(p, text) if ext == '.csv' else _jsonl_rows(p, text)
+
 # %% ../nbs/02_data.ipynb #80fff8cf
-def _not_utf8(p, e): return DataError(f'{p}: cannot read it as UTF-8 ({e.reason} at byte {e.start}): re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`')
+def _missing_field(p, ext, i, kind, field, row, flag):
+    where = f"{p} has no {kind} field {field!r} (header: {_names(row)})" if ext == '.csv' else f"{p}, line {i} has no {kind} field {field!r} (fields on that line: {_names(row)})"
+    near = [f for f in row if isinstance(f, str) and f.strip() == field]
+    hint = f'; the column {near[0]!r} has spaces around its name: remove them from the header' if near else ''
+    return DataError(f'{where}: pass {flag} with one of them{"" if ext == ".csv" else f", or give every line a {kind}"}{hint}')
 
-def _missing_field(p, kind, field, fields, flag):
-    return DataError(f'{p} has no {kind} field {field!r} (fields: {", ".join(map(str, fields)) or "none"}): pass {flag} with one of them')
+def _field_value(p, i, row, field, kind):
+    "`row[field]` as a str or None: a JSON integer label as its digits; `DataError` naming the line and field for other JSON types."
+    v = row[field]
+    if v is None or isinstance(v, str): return v
+    if kind == 'label' and type(v) is int: return str(v)
+    what = {bool: 'a boolean', float: 'a number', int: 'a number', list: 'a list', dict: 'an object'}.get(type(v), type(v).__name__)
+    fix = 'labels must be JSON strings or integers (1.0 and true would each become a class of their own)' if kind == 'label' else 'a text must be a JSON string'
+    raise DataError(f'{p}, line {i}: the {kind} field {field!r} holds {what} ({json.dumps(v)[:40]}), not a string: {fix}')
 
-def read_texts(input,                    # .txt, .csv or .jsonl path, or 'bundled'
+def read_texts(input,                    # .txt, .csv or .jsonl path (suffix in any case), or 'bundled'
                text_field:str='text',    # csv column / json key holding the text
-               label_field:str|None=None # csv column / json key holding the label, if any
+               label_field:str|None=None,# csv column / json key holding the label, if any
+               blank:str='skip',         # a row with a blank or null text: 'skip' it (one warning for all), or 'refuse' it
               ) -> tuple[list[str], list[str]|None]:
     "Texts (and labels as strings, when `label_field`) from a file; `DataError` for user mistakes."
     if str(input) == 'bundled': return mlm_texts(), None
     p = Path(input)
-    if not p.is_file(): raise DataError(f'input file {p} not found')
-    if p.suffix not in ('.txt', '.csv', '.jsonl'): raise DataError(f'input file {p} has unknown extension {p.suffix!r}: use .txt, .csv or .jsonl')
-    if p.suffix == '.txt':
+    if (ext := text_format(p)) == '.txt':
         if label_field: raise DataError(f'{p} is a .txt file and has no fields, so no label field {label_field!r}: use .csv or .jsonl for labelled data')
-        try: texts, labels = [l.strip() for l in p.read_text(encoding='utf-8-sig').splitlines() if l.strip()], None
-        except UnicodeDecodeError as e: raise _not_utf8(p, e) from None
-    else: texts, labels = _read_fields(p, text_field, label_field)
+        texts, labels = [l.strip() for l in split_lines(decode_utf8(p.read_bytes(), p)) if l.strip()], None
+    else: texts, labels = _read_fields(p, ext, text_field, label_field, blank)
     if not texts: raise DataError(f'input file {p} holds no texts (it is empty or every text is blank): give a file with at least one text')
     return texts, labels
 
 # %% ../nbs/02_data.ipynb #ab0b4b5b
-def _read_fields(p, text_field, label_field):
-    texts, labels = [], [] if label_field else None
-    try:
-        for i, row in _rows(p):
-            if text_field not in row: raise _missing_field(p, 'text', text_field, row, '--text-field')
-            if label_field and label_field not in row: raise _missing_field(p, 'label', label_field, row, '--label-field')
-            text = row[text_field]
-            if text is None or not str(text).strip(): continue
-            texts.append(str(text).strip())
-            if label_field:
-                if row[label_field] is None or str(row[label_field]).strip() == '': raise DataError(f'{p}, row {i}: empty label in field {label_field!r}: every text needs a label')
-                labels.append(str(row[label_field]).strip())
-    except UnicodeDecodeError as e: raise _not_utf8(p, e) from None
-    except csv.Error as e: raise DataError(f'{p}: not a readable csv ({e})') from None
+def _read_fields(p, ext, text_field, label_field, blank='skip'):
+    texts, labels, blanks = [], [] if label_field else None, []
+    for i, row in _rows(p, ext):
+        for kind, field, flag in (('text', text_field, '--text-field'), ('label', label_field, '--label-field')):
+            if field and field not in row: raise _missing_field(p, ext, i, kind, field, row, flag)
+        text = _field_value(p, i, row, text_field, 'text')
+        if text is None or not text.strip():
+            if blank == 'refuse': raise DataError(f'{p}, line {i}: the text field {text_field!r} is blank: `txc predict` prints one line per row, in order, so every row needs a text: fill or drop it')
+            blanks.append(i); continue
+        texts.append(text.strip())
+        if label_field:
+            y = _field_value(p, i, row, label_field, 'label')
+            if y is None or not y.strip(): raise DataError(f'{p}, line {i}: empty label in field {label_field!r}: every text needs a label')
+            labels.append(y.strip())
+    if blanks: warnings.warn(f'{p}: skipped {len(blanks)} row(s) whose text field {text_field!r} is blank or null (the first on line {blanks[0]}); fill or drop them to silence this')
     return texts, labels
 
 # %% ../nbs/02_data.ipynb #52405211
@@ -192,12 +258,39 @@ def _label_names(labels:list[str]) -> list[str]:
     if all(re.fullmatch(r'-?[0-9]+', n) for n in names): return sorted(names, key=lambda n: (int(n), n))
     return sorted(names)
 
+def _check_labels(p, label_field, labels, names):
+    "`DataError` for one class; warnings for labels that differ only by case, and for as many classes as rows."
+    if len(names) == 1:
+        raise DataError(f'{p}: the label field {label_field!r} holds one class ({names[0]!r}) in all {len(labels)} rows, and a classifier needs at least 2: '
+                        'check --label-field, or add texts of the other classes')
+    folded = {}
+    for n in names: folded.setdefault(n.casefold(), []).append(n)
+    if same := [v for v in folded.values() if len(v) > 1]:
+        warnings.warn(f'{p}: labels {" and ".join(map(repr, same[0]))} differ only by case, so they are different classes'
+                      f'{f" ({len(same)} such groups)" if len(same) > 1 else ""}: write each class one way if they are one class')
+    if len(names) == len(labels) > 2:
+        warnings.warn(f'{p}: the label field {label_field!r} has as many classes as rows ({len(labels)}), one text each: is it an id or a text column? check --label-field')
+
+# %% ../nbs/02_data.ipynb #897b47e8
+def _check_splits(p, parts, names):
+    "Warnings: val/test texts that also appear in train, classes with no train example."
+    seen = set(parts['train'][0])
+    if dup := sum(t in seen for k in ('val', 'test') for t in parts[k][0]):
+        warnings.warn(f'{p}: {dup} val/test text(s) also appear in train (the file repeats them): their scores measure memory, not generalisation; '
+                      'remove duplicate texts before `txc prepare`')
+    if names and (absent := sorted(set(range(len(names))) - set(parts['train'][1]))):
+        warnings.warn(f'{p}: class(es) {", ".join(repr(names[i]) for i in absent)} have no example in the train split, only in val/test, '
+                      'so the model cannot learn them: add examples, or try another --seed')
+
 def _user_splits(input, text_field, label_field, splits, seed):
     texts, labels = read_texts(input, text_field, label_field)
     names = _label_names(labels) if labels is not None else None
+    if names: _check_labels(input, label_field, labels, names)
     ids = [names.index(l) for l in labels] if names else None
     idx = split_indices(len(texts), splits, seed)
-    return {k: ([texts[i] for i in v], [ids[i] for i in v] if ids else None) for k, v in idx.items()}, names
+    parts = {k: ([texts[i] for i in v], [ids[i] for i in v] if ids else None) for k, v in idx.items()}
+    _check_splits(input, parts, names)
+    return parts, names
 
 # %% ../nbs/02_data.ipynb #c78b4bc0
 def write_splits(tok:WordPieceTokenizer, parts:dict, out:Path, max_length:int=128) -> dict[str, tuple[int, int]]:
@@ -234,11 +327,12 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
                     text_field:str='text', label_field:str|None=None, # csv column / json key names
                     splits=(0.8, 0.1, 0.1), # train/val/test fractions (user files only)
                     seed:int=0,            # seed of the random split (user files only)
-                    max_length:int=128,    # truncate to this many tokens, [CLS] and [SEP] included
+                    max_length:int|None=None, # truncate to this many tokens, [CLS] and [SEP] included; None: the vocab's own
                    ) -> dict:
     "Tokenize a text file or the bundled corpus into `TensorDataset` .pt files; returns what `prepare.json` records."
     t0, out = time.time(), check_out_dir(out, 'out dir')      # a file, or a path under one, fails before any work
     tok = WordPieceTokenizer.load(tokenizer_dir)
+    max_length = max_length or tok.max_length
     bundled = str(input) in ('bundled', 'bundled-sections')
     parts, names = bundled_splits(str(input)) if bundled else _user_splits(input, text_field, label_field, splits, seed)
     out.mkdir(parents=True, exist_ok=True)

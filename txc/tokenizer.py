@@ -114,7 +114,9 @@ def train_vocab(files=None,           # text file(s), UTF-8, to train on
     elif long: tok.train_from_iterator(_short_words(bert_tokenizer(tok.get_vocab(), lowercase, strip_accents), _lines(files)), trainer)   # a twin: `tok` is busy training
     else: tok.train(files, trainer)
     vocab = tok.get_vocab()
-    if len(vocab) == len(specials): raise DataError(f'no text to train the tokenizer on in {files or "texts"}: give non-empty input')
+    if len(vocab) == len(specials):
+        raise DataError(f'no text to train the tokenizer on{f" in {files}" if files else ""}: no words, only blanks or control characters '
+                        "(BERT's normaliser removes them); give input with text")
     return pad_vocab(sorted(vocab, key=vocab.get))
 
 # %% ../nbs/01_tokenizer.ipynb #0b943bf6
@@ -183,6 +185,7 @@ WordPieceTokenizer.save = save_vocab_dir
 def load_vocab_dir(vocab_dir) -> WordPieceTokenizer:
     "Read a vocab dir written by `save`; `DataError` naming the dir if it is missing or incomplete."
     d = Path(vocab_dir)
+    if d.is_file(): raise DataError(f'tokenizer vocab dir {d} is a file: give the directory that `txc tokenizer --out` wrote, which holds {", ".join(VOCAB_FILES)}')
     if not d.is_dir(): raise DataError(f'tokenizer vocab dir {d} not found: train one with `txc tokenizer --out {d}` or fix tokenizer.vocab_dir')
     missing = [f for f in VOCAB_FILES if not (d/f).is_file()]
     if missing: raise DataError(f'tokenizer vocab dir {d} is incomplete, missing {", ".join(missing)}: save it again with WordPieceTokenizer.save or `txc tokenizer`')
