@@ -36,16 +36,20 @@ def add_tokenizer(sub):
     p = sub.add_parser('tokenizer', help='train a WordPiece vocab from text files into a vocab dir')
     p.add_argument('--input', nargs='+', required=True, help="text files (.txt lines, .csv, .jsonl) or 'bundled'")
     p.add_argument('--text-field', default='text', help='column or key holding the text in .csv/.jsonl files')
-    p.add_argument('--vocab-size', type=int, default=8192, help='vocab size, rounded up to a multiple of 64')
+    p.add_argument('--vocab-size', type=at_least(64), default=8192, help='vocab size, rounded up to a multiple of 64')
     p.add_argument('--min-frequency', type=at_least(0), default=2, help='least count for a merge')
     p.add_argument('--cased', action='store_true', help='keep case and accents (default: lowercase, strip accents)')
     p.add_argument('--max-length', type=at_least(2), default=128, help='default sequence length stored with the vocab')
     p.add_argument('--out', required=True, help='vocab dir to write')
+    p.add_argument('--force', action='store_true', help='replace the vocab already in --out (datasets and runs made with it then no longer match it)')
 
 def cmd_tokenizer(args):
     from txc.tokenizer import WordPieceTokenizer
     from txc.data import read_texts
     check_out_dir(args.out, '--out')              # a file, or under one: refused before, not after, training
+    if (Path(args.out) / 'vocab.txt').is_file() and not args.force:
+        raise DataError(f"--out {args.out} already holds a vocab; the datasets and runs made with it record its sha256 and would refuse a new one: "
+                        "write the new vocab to another dir, or pass --force to replace it")
     texts = [t for path in args.input for t in read_texts(path, args.text_field)[0]]
     t0 = time.perf_counter()
     try: tok = WordPieceTokenizer.train(texts=texts, vocab_size=args.vocab_size, lowercase=not args.cased,
@@ -63,11 +67,15 @@ def add_prepare(sub):
     p.add_argument('--text-field', default='text', help='column or key holding the text')
     p.add_argument('--label-field', default=None, help='column or key holding the label; omit for MLM datasets')
     p.add_argument('--splits', default='0.8,0.1,0.1', help='train,val,test fractions')
-    p.add_argument('--seed', type=int, default=0, help='seed of the random split')
+    p.add_argument('--seed', type=at_least(0), default=0, help='seed of the random split')
     p.add_argument('--max-length', type=at_least(2), default=None, help="longest sequence in tokens (default: the vocab's, from `txc tokenizer --max-length`)")
 
 def cmd_prepare(args):
     from txc.data import prepare_dataset
+    if args.input in ('bundled', 'bundled-sections'):   # its texts, labels and split are fixed: a flag that would change them is a mistake
+        given = [f for f, v, d in (('--text-field', args.text_field, 'text'), ('--label-field', args.label_field, None),
+                                   ('--splits', args.splits, '0.8,0.1,0.1'), ('--seed', args.seed, 0)) if v != d]
+        if given: raise DataError(f"{', '.join(given)}: not for --input {args.input}, whose texts, labels and split (by source package) are fixed; drop them")
     t0 = time.perf_counter()
     info = prepare_dataset(args.input, args.tokenizer, args.out, text_field=args.text_field, label_field=args.label_field,
                            splits=args.splits, seed=args.seed, max_length=args.max_length)
@@ -138,7 +146,8 @@ def add_predict(sub):
     p.add_argument('-n', '--name', required=True, action='append', help='finetuning experiment name, or a run dir path; repeat it to combine several runs (an Ensemble)')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--text', action='append', help='a text to label (repeatable)')
-    src.add_argument('--input', help="a file with one text per line ('-' reads them from stdin; blank lines are skipped), or a .csv / .jsonl file")
+    src.add_argument('--input', help="a .txt file with one text per line ('-' reads them from stdin; blank lines are skipped), or a .csv / .jsonl file "
+                     "(whose texts must not be blank: one output line per row); suffixes in any case, others are refused")
     src.add_argument('--score', metavar='DATASET', help="a labelled .pt that `txc prepare` wrote with the runs' vocab: print one JSON line of its "
                      "metrics (accuracy, macro-F1, loss, per-class F1, confusion), the numbers a run's test.csv holds")
     p.add_argument('--text-field', default='text', help='with a .csv or .jsonl --input: the column or key holding the text (default text)')

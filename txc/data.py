@@ -81,7 +81,7 @@ def load_tensor_dataset(path,                         # a .pt written by `prepar
     "Load a txc `.pt` with `weights_only=True` (TensorDataset allow-listed) and validate it."
     p = Path(path)
     if p.is_dir(): raise DataError(f'{p} is a directory: give one of the .pt files `txc prepare` wrote in it, such as {p / "train.pt"}')
-    if not p.is_file(): raise DataError(f'dataset file {p} not found: create it with `txc prepare` or fix data.*.dataset_path')
+    if not p.is_file(): raise DataError(f'dataset file {p} not found: create it with `txc prepare`, or fix the path')
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -95,7 +95,7 @@ def load_tensor_dataset(path,                         # a .pt written by `prepar
         what = f'a TensorDataset of {len(ds.tensors)} tensors' if isinstance(ds, TensorDataset) else f'a {type(ds).__name__}'
         raise DataError(f'{p} holds {what}, not TensorDataset(input_ids, attention_mask[, labels]): recreate it with `txc prepare`')
     if require_labels and len(ds.tensors) == 2:
-        raise DataError(f'{p} has no labels, but finetuning needs them: prepare it with `txc prepare --label-field FIELD`')
+        raise DataError(f'{p} has no labels, but classification needs them: prepare it with `txc prepare --label-field FIELD`')
     keep = ds.tensors[:2] if require_labels is False else ds.tensors      # validated before a TensorDataset is rebuilt
     validate_tensors(*keep, num_labels=num_labels, source=str(p), vocab_size=vocab_size)
     return TensorDataset(*keep)
