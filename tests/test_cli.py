@@ -95,7 +95,7 @@ def test_prepare_warnings_are_one_line_each(tmp_path, tiny_vocab):
     assert any('val/test text(s) also appear in train' in l for l in lines), lines
 
 def test_quickstart_bad_threads_fails_before_any_work(tmp_path):
-    assert_user_error(run_txc('quickstart', '--threads', '0', '--root', tmp_path / 'qs'), '--threads 0')
+    assert_user_error(run_txc('quickstart', '--threads', '0', '--root', tmp_path / 'qs'), '--threads: 0: use 1 or more')
     assert not (tmp_path / 'qs').exists()
 
 
@@ -114,7 +114,7 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path):
     "`txc ... | head -1`: the reader leaves early, and txc ends without a BrokenPipeError traceback, as a shell's SIGPIPE would (141)."
     (tmp_path / 'config.yaml').write_text('training:\n  lr: 0.001\n')
     exe = shutil.which('txc')
-    proc = subprocess.Popen([exe, 'check', '--show', *[str(tmp_path / 'config.yaml')] * 300], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([exe, 'check', '--show', '--schema-only', *[str(tmp_path / 'config.yaml')] * 300], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.read(10)                              # some output, then the reader goes (300 YAML dumps: far over a pipe's buffer)
     proc.stdout.close()
     err = proc.stderr.read().decode()
