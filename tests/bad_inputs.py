@@ -379,6 +379,9 @@ CASES = [
     Case('rp_missing', '`-rp` of a run that does not exist', argv=['gen-pre', '-p', 'newrun', '-rp', 'ghost'], needles=('-rp ghost', 'experiments/pretraining/ghost')),
     Case('name_exists', 'generating an experiment name that exists', argv=['gen-pre', '-p', 'pre'], needles=('experiments/pretraining/pre', 'already exists', '--force')),
     Case('name_slash', 'an experiment name with a slash', argv=['gen-ft', '-f', '../ft2', '-p', 'pre'], needles=("'../ft2'", 'no slashes')),
+    Case('ft_one_label', '`generate_finetuning_experiment.py` where labels.json lists one class', argv=['gen-ft', '-f', 'ft2', '-p', 'pre'],
+         setup=lambda ws: (ws / 'data' / 'finetuning').mkdir() or (ws / 'data' / 'finetuning' / 'labels.json').write_text('["only"]'),   # where the template looks
+         needles=('data/finetuning/labels.json', 'classification_head.num_labels = 1', 'at least 2 classes', 'data.labels_path')),
     Case('ft_missing_pre', '`generate_finetuning_experiment.py -p` of a missing run', argv=['gen-ft', '-f', 'ft2', '-p', 'ghost'], needles=('-p ghost', 'experiments/pretraining/ghost')),
     Case('predict_pretraining', '`txc predict` on a pretraining run', argv=['txc', 'predict', '-n', 'experiments/pretraining/pre', '--text', 'hi'],
          needles=('pretraining/pre is a pretraining run', 'finetuning')),
