@@ -402,6 +402,8 @@ CASES = [
          needles=("classes the run(s) do not predict ('boats'", "'other', 'games'")),
     Case('import_bert_missing', '`txc import-bert` of a directory that holds no BERT checkpoint', argv=['txc', 'import-bert', 'vocab', '-p', 'bert'],
          needles=('vocab: no config.json', 'BERT checkpoint directory')),
+    Case('import_bert_again', '`txc import-bert` into a name that already holds an imported checkpoint', argv=['txc', 'import-bert', 'vocab', '-p', 'pre'],
+         needles=('experiments/pretraining/pre already holds checkpoints', 'import the checkpoint under another name')),   # not 'pass --force', which could not help
     Case('bench_device', '`txc bench --device gpu`', argv=['txc', 'bench', '--device', 'gpu'], needles=('--device', "'gpu'", 'cpu, cuda or cuda:N')),
     Case('predict_retrained_vocab', '`txc predict` of a run whose vocab was since trained again in place', argv=['txc', 'predict', '-n', 'ft', '--text', 'chess game'],
          setup=_retrain_vocab, needles=('ft/checkpoints/model.ckpt was trained with another vocab than vocab', 'tokenizer.vocab_dir')),

@@ -161,9 +161,10 @@ def import_bert(model_dir, name:str, root=None, force:bool=False)->Path:
     from txc.tokenizer import WordPieceTokenizer
     from txc.checkpoint import atomic_save, model_state
     from txc.data import vocab_sha256
-    run = RunDir.of(name, 'pretraining', root); _claim(run, force)
-    if held := run.held:
+    run = RunDir.of(name, 'pretraining', root)
+    if held := run.held:                                               # before _claim: --force would not help
         raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}): import the checkpoint under another name")
+    _claim(run, force)
     arch, sd = read_bert_dir(model_dir)                                # DataError naming the file for anything unreadable
     try: opts = json.loads(p.read_text(encoding='utf-8')) if (p := Path(model_dir) / 'tokenizer_config.json').is_file() else {}
     except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{p}: not valid JSON ({e}); re-save the checkpoint with transformers' save_pretrained") from None
