@@ -346,7 +346,9 @@ CASES = [
     # -- runs, resume, generators, predict
     Case('wrong_flag', '`train.py -m pretrain` (a bad choice)', argv=['train.py', '-n', 'pre', '-m', 'pretrain'], needles=('-m/--mode', "'pretrain'", '--help')),
     Case('no_experiment', '`train.py -n` of an experiment never generated', argv=['train.py', '-n', 'ghost', '-m', 'finetuning'],
-         needles=('experiments/finetuning/ghost', 'generate_finetuning_experiment.py -f ghost')),
+         needles=('experiments/finetuning/ghost', '`python experiments/generate_finetuning_experiment.py -f ghost -p PRETRAINED`')),
+    Case('no_experiment_root', '`train.py -n` of an experiment never generated, under `--root`', argv=['train.py', '-n', 'ghost', '-m', 'pretraining', '--root', 'bad/exps'],
+         needles=('bad/exps/pretraining/ghost', '`python experiments/generate_pretraining_experiment.py -p ghost --root bad/exps`')),
     Case('pretrained_arch', "a finetuning run's hidden_size edited away from its pretraining run's", **_train('finetuning', 'ft_arch', set_keys(architecture__hidden_size=64, architecture__num_heads=2)),
          needles=('pretrained_experiment', 'pre/checkpoints/model.ckpt', 'in the checkpoint but', "pretraining run's")),
     Case('no_pretrained_ckpt', 'finetuning from a pretraining run never trained', **_train('finetuning', 'ft_nockpt', set_keys(pretrained_experiment__name='pre_untrained')),

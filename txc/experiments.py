@@ -17,8 +17,8 @@ from .config_io import apply_overrides, load_config, save_config
 # %% auto #0
 __all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'outputs', 'default_template', 'template_path', 'match_vocab',
            'match_labels', 'generate_pretraining_experiment', 'generate_finetuning_experiment', 'bert_mlm_head',
-           'import_bert', 'check_no_overwrite', 'resume_own', 'find_pretrained', 'train_experiment', 'experiment_names',
-           'demo_texts', 'demo_experiments']
+           'import_bert', 'generate_command', 'check_no_overwrite', 'resume_own', 'find_pretrained', 'train_experiment',
+           'experiment_names', 'demo_texts', 'demo_experiments']
 
 # %% ../nbs/08_experiments.ipynb #3b6455c2
 KINDS = ('pretraining', 'finetuning')
@@ -183,6 +183,12 @@ def import_bert(model_dir, name:str, root=None, force:bool=False)->Path:
     return run.config
 
 # %% ../nbs/08_experiments.ipynb #746cab99
+def generate_command(name:str, kind:str, root=None)->str:
+    "The generator command that creates experiment `name` of `kind` under `root`."
+    args = f'-p {name}' if kind == 'pretraining' else f'-f {name} -p PRETRAINED'       # a finetuning run needs its pretraining run
+    other_root = root is not None and Path(root) != Path('experiments')             # the CLI passes its default too
+    return f"python experiments/generate_{kind}_experiment.py {args}" + (f" --root {root}" if other_root else '')
+
 def _train_further(run:RunDir, kind:str)->str:
     "How to train a finished run further without overwriting it."
     if kind == 'pretraining': return f"generate a new experiment that starts from it (generate_pretraining_experiment.py -p NEW -rp {run.path.name})"
@@ -239,9 +245,7 @@ def find_pretrained(cfg:TxcConfig, out:RunDir, root=None):
 def train_experiment(name:str, mode:str, root=None, resume:bool=False):
     "Train experiment `name` of kind `mode` under `root`, or with `resume` continue it from its last.ckpt; returns the finished Trainer."
     run = RunDir.of(name, mode, root)
-    if not run.config.is_file():
-        script = 'generate_pretraining_experiment.py -p' if mode == 'pretraining' else 'generate_finetuning_experiment.py -f'
-        raise ConfigError(f"no experiment at {run.path}: create it first with `python experiments/{script} {name}`")
+    if not run.config.is_file(): raise ConfigError(f"no experiment at {run.path}: create it first with `{generate_command(name, mode, root)}`")
     cfg = load_config(run.config)
     if cfg.experiment.kind != mode:
         raise ConfigError(f"{run.config}: experiment.kind is {cfg.experiment.kind!r} but -m {mode} was given: use -m {cfg.experiment.kind} or fix experiment.kind")
