@@ -353,6 +353,8 @@ CASES = [
          needles=('pretrained_experiment', 'pre/checkpoints/model.ckpt', 'in the checkpoint but', "pretraining run's")),
     Case('no_pretrained_ckpt', 'finetuning from a pretraining run never trained', **_train('finetuning', 'ft_nockpt', set_keys(pretrained_experiment__name='pre_untrained')),
          needles=('pretrained_experiment', 'pre_untrained/checkpoints/model.ckpt', 'not found')),
+    Case('pretrained_ckpt_name', '`pretrained_experiment.checkpoint` naming a file the run does not have', **_train('finetuning', 'ft_ckname', set_keys(pretrained_experiment__checkpoint='checkpoints/nope.ckpt')),
+         needles=('pre/checkpoints/nope.ckpt', 'not found', 'pretrained_experiment.name', "pretrained_experiment.checkpoint ('checkpoints/nope.ckpt')")),
     Case('resume_missing', '`training.resume.checkpoint_path` that does not exist', **_train('pretraining', 'res_missing', resume_keys(checkpoint_path='checkpoints/last.ckpt')),
          needles=('training.resume.checkpoint_path', 'last.ckpt', 'not found')),
     Case('resume_weights_only', '`load_only_model_state: false` from a weights-only model.ckpt',

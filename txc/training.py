@@ -97,7 +97,10 @@ def pretrained_checkpoint(cfg:TxcConfig, run_dir)->Optional[Path]:
     if pe is None or not (pe.name or pe.run_dir): return None
     root = Path(pe.run_dir) if pe.run_dir else Path(run_dir).resolve().parent.parent / 'pretraining' / pe.name
     p = root / pe.checkpoint
-    if not p.is_file(): raise ConfigError(f"pretrained_experiment: checkpoint {p} not found; train the pretraining run first or fix pretrained_experiment.name/run_dir")
+    if not p.is_file():
+        where = 'run_dir' if pe.run_dir else 'name'
+        raise ConfigError(f"pretrained_experiment: checkpoint {p} not found; train the pretraining run first, "
+                          f"or fix pretrained_experiment.{where} or pretrained_experiment.checkpoint ({pe.checkpoint!r})")
     return p
 
 def build_model(cfg:TxcConfig, run_dir)->nn.Module:
