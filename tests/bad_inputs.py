@@ -229,6 +229,13 @@ def _no_wandb(ws)->Path:
     py_compile.compile(str(p), doraise=True)         # its bytecode now, so importing it writes no __pycache__ during the case
     return p.parent.parent
 
+def _no_transformers(ws)->Path:
+    "ws/bad/notransformers: a `transformers` package whose import fails, as after a plain `pip install -e .` (it is in the dev extra only)."
+    p = ws / 'bad' / 'notransformers' / 'transformers' / '__init__.py'; p.parent.mkdir(parents=True)
+    p.write_text('raise ImportError("No module named \'transformers\'")\n')
+    py_compile.compile(str(p), doraise=True)         # its bytecode now, so importing it writes no __pycache__ during the case
+    return p.parent.parent
+
 def _pythonpath(*dirs)->str: return os.pathsep.join([*map(str, dirs), *filter(None, [os.environ.get('PYTHONPATH')])])
 
 def _wandb_logged_out(ws)->dict:
@@ -409,6 +416,9 @@ CASES = [
     Case('import_bert_again', '`txc import-bert` into a name that already holds an imported checkpoint', argv=['txc', 'import-bert', 'vocab', '-p', 'pre'],
          needles=('experiments/pretraining/pre already holds checkpoints', 'import the checkpoint under another name')),   # not 'pass --force', which could not help
     Case('bench_device', '`txc bench --device gpu`', argv=['txc', 'bench', '--device', 'gpu'], needles=('--device', "'gpu'", 'cpu, cuda or cuda:N')),
+    Case('bench_no_transformers', '`txc bench` where transformers is not installed', argv=['txc', 'bench', '--preset', 'tiny', '--task', 'mlm', '--repeats', '1', '--steps', '1'],
+         setup=_no_transformers, env=lambda ws: dict(PYTHONPATH=_pythonpath(ws / 'bad' / 'notransformers')),
+         needles=('transformers', 'cannot be imported', "pip install 'transformers>=4.44'")),
     Case('predict_retrained_vocab', '`txc predict` of a run whose vocab was since trained again in place', argv=['txc', 'predict', '-n', 'ft', '--text', 'chess game'],
          setup=_retrain_vocab, needles=('ft/checkpoints/model.ckpt was trained with another vocab than vocab', 'tokenizer.vocab_dir')),
     Case('predict_ensemble', '`txc predict -n ft -n OTHER` of runs with different class names', argv=['txc', 'predict', '-n', 'ft', '-n', 'bad/ft_swapped', '--text', 'hi'],
