@@ -255,8 +255,11 @@ def train_experiment(name:str, mode:str, root=None, resume:bool=False):
     find_pretrained(cfg, out, root)
     from txc.training import train                # imports torch: a typo in the config is reported before that second
     from txc.checkpoint import RunInterrupted
-    try: return train(cfg, out.path)
+    from txc.distributed import dist_env
+    try: t = train(cfg, out.path)
     except RunInterrupted as e: raise RunInterrupted(e.step, e.path, "run the same command with --resume") from None
+    if dist_env().is_main: print(f"finished at step {t.global_step}: final model in {out.model_ckpt}", flush=True)   # once under torchrun
+    return t
 
 # %% ../nbs/08_experiments.ipynb #1b34b6af
 def experiment_names(root, kind:str)->list[str]:

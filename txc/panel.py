@@ -17,7 +17,7 @@ from .config_io import field_errors, get_key, load_config, save_config, with_edi
 from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite, outputs, find_pretrained
 from .trainer import Callback
 from .checkpoint import RunInterrupted
-from .loggers import flat_metrics
+from .loggers import ProgressCB, flat_metrics
 from .training import train
 from .plots import eval_table, plot_curves
 
@@ -30,6 +30,7 @@ class PanelCB(Callback):
     order = 90
     def __init__(self, panel): self.p = panel   # the RunPanel to report to (defined below)
     def before_fit(self, t):
+        t.cbs = [c for c in t.cbs if not isinstance(c, ProgressCB)]   # its eval lines: the panel's table shows them
         self.p.trainer, self.p.progress.max, self.p.progress.value, self.p.start_step = t, max(t.total_steps, 1), t.step, t.step
         self.p.train_rows, self.p.eval_rows, self.drawn = [], {}, 0.0
     def after_step(self, t):

@@ -152,7 +152,7 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
     if not env.is_main: return cbs
     cbs.append(SlowdownCB())
     if lg.log_metrics_csv: cbs.append(CSVLoggerCB(run_dir, lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics, resume_step))
-    if lg.progress_bar: cbs.append(ProgressCB())
+    cbs.append(ProgressCB(bar=lg.progress_bar))                      # the eval lines even without the bar
     return cbs
 
 # %% ../nbs/07f_training.ipynb #7a5090af
