@@ -230,6 +230,13 @@ def _no_wandb(ws)->Path:
     py_compile.compile(str(p), doraise=True)         # its bytecode now, so importing it writes no __pycache__ during the case
     return p.parent.parent
 
+def _no_transformers(ws)->Path:
+    "ws/bad/notransformers: a `transformers` package whose import fails, as after a plain `pip install -e .` (it is in the dev extra only)."
+    p = ws / 'bad' / 'notransformers' / 'transformers' / '__init__.py'; p.parent.mkdir(parents=True)
+    p.write_text('raise ImportError("No module named \'transformers\'")\n')
+    py_compile.compile(str(p), doraise=True)         # its bytecode now, so importing it writes no __pycache__ during the case
+    return p.parent.parent
+
 def _pythonpath(*dirs)->str: return os.pathsep.join([*map(str, dirs), *filter(None, [os.environ.get('PYTHONPATH')])])
 
 def _wandb_logged_out(ws)->dict:
@@ -347,11 +354,15 @@ CASES = [
     # -- runs, resume, generators, predict
     Case('wrong_flag', '`train.py -m pretrain` (a bad choice)', argv=['train.py', '-n', 'pre', '-m', 'pretrain'], needles=('-m/--mode', "'pretrain'", '--help')),
     Case('no_experiment', '`train.py -n` of an experiment never generated', argv=['train.py', '-n', 'ghost', '-m', 'finetuning'],
-         needles=('experiments/finetuning/ghost', 'generate_finetuning_experiment.py -f ghost')),
+         needles=('experiments/finetuning/ghost', '`python experiments/generate_finetuning_experiment.py -f ghost -p PRETRAINED`')),
+    Case('no_experiment_root', '`train.py -n` of an experiment never generated, under `--root`', argv=['train.py', '-n', 'ghost', '-m', 'pretraining', '--root', 'bad/exps'],
+         needles=('bad/exps/pretraining/ghost', '`python experiments/generate_pretraining_experiment.py -p ghost --root bad/exps`')),
     Case('pretrained_arch', "a finetuning run's hidden_size edited away from its pretraining run's", **_train('finetuning', 'ft_arch', set_keys(architecture__hidden_size=64, architecture__num_heads=2)),
          needles=('pretrained_experiment', 'pre/checkpoints/model.ckpt', 'hidden_size: 16 (pretrained) vs 64 (this run)', "pretraining run's architecture section")),
     Case('no_pretrained_ckpt', 'finetuning from a pretraining run never trained', **_train('finetuning', 'ft_nockpt', set_keys(pretrained_experiment__name='pre_untrained')),
          needles=('pretrained_experiment', 'pre_untrained/checkpoints/model.ckpt', 'not found')),
+    Case('pretrained_ckpt_name', '`pretrained_experiment.checkpoint` naming a file the run does not have', **_train('finetuning', 'ft_ckname', set_keys(pretrained_experiment__checkpoint='checkpoints/nope.ckpt')),
+         needles=('pre/checkpoints/nope.ckpt', 'not found', 'pretrained_experiment.name', "pretrained_experiment.checkpoint ('checkpoints/nope.ckpt')")),
     Case('resume_missing', '`training.resume.checkpoint_path` that does not exist', **_train('pretraining', 'res_missing', resume_keys(checkpoint_path='checkpoints/last.ckpt')),
          needles=('training.resume.checkpoint_path', 'last.ckpt', 'not found')),
     Case('resume_weights_only', '`load_only_model_state: false` from a weights-only model.ckpt',
@@ -380,6 +391,9 @@ CASES = [
     Case('rp_missing', '`-rp` of a run that does not exist', argv=['gen-pre', '-p', 'newrun', '-rp', 'ghost'], needles=('-rp ghost', 'experiments/pretraining/ghost')),
     Case('name_exists', 'generating an experiment name that exists', argv=['gen-pre', '-p', 'pre'], needles=('experiments/pretraining/pre', 'already exists', '--force')),
     Case('name_slash', 'an experiment name with a slash', argv=['gen-ft', '-f', '../ft2', '-p', 'pre'], needles=("'../ft2'", 'no slashes')),
+    Case('ft_one_label', '`generate_finetuning_experiment.py` where labels.json lists one class', argv=['gen-ft', '-f', 'ft2', '-p', 'pre'],
+         setup=lambda ws: (ws / 'data' / 'finetuning').mkdir() or (ws / 'data' / 'finetuning' / 'labels.json').write_text('["only"]'),   # where the template looks
+         needles=('data/finetuning/labels.json', 'classification_head.num_labels = 1', 'at least 2 classes', 'data.labels_path')),
     Case('ft_missing_pre', '`generate_finetuning_experiment.py -p` of a missing run', argv=['gen-ft', '-f', 'ft2', '-p', 'ghost'], needles=('-p ghost', 'experiments/pretraining/ghost')),
     Case('predict_pretraining', '`txc predict` on a pretraining run', argv=['txc', 'predict', '-n', 'experiments/pretraining/pre', '--text', 'hi'],
          needles=('pretraining/pre is a pretraining run', 'finetuning')),
@@ -400,7 +414,12 @@ CASES = [
          needles=("classes the run(s) do not predict ('boats'", "'other', 'games'")),
     Case('import_bert_missing', '`txc import-bert` of a directory that holds no BERT checkpoint', argv=['txc', 'import-bert', 'vocab', '-p', 'bert'],
          needles=('vocab: no config.json', 'BERT checkpoint directory')),
+    Case('import_bert_again', '`txc import-bert` into a name that already holds an imported checkpoint', argv=['txc', 'import-bert', 'vocab', '-p', 'pre'],
+         needles=('experiments/pretraining/pre already holds checkpoints', 'import the checkpoint under another name')),   # not 'pass --force', which could not help
     Case('bench_device', '`txc bench --device gpu`', argv=['txc', 'bench', '--device', 'gpu'], needles=('--device', "'gpu'", 'cpu, cuda or cuda:N')),
+    Case('bench_no_transformers', '`txc bench` where transformers is not installed', argv=['txc', 'bench', '--preset', 'tiny', '--task', 'mlm', '--repeats', '1', '--steps', '1'],
+         setup=_no_transformers, env=lambda ws: dict(PYTHONPATH=_pythonpath(ws / 'bad' / 'notransformers')),
+         needles=('transformers', 'cannot be imported', "pip install 'transformers>=4.44'")),
     Case('predict_retrained_vocab', '`txc predict` of a run whose vocab was since trained again in place', argv=['txc', 'predict', '-n', 'ft', '--text', 'chess game'],
          setup=_retrain_vocab, needles=('ft/checkpoints/model.ckpt was trained with another vocab than vocab', 'tokenizer.vocab_dir')),
     Case('predict_ensemble', '`txc predict -n ft -n OTHER` of runs with different class names', argv=['txc', 'predict', '-n', 'ft', '-n', 'bad/ft_swapped', '--text', 'hi'],

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import torch
 
-from .config import ArchitectureConfig, MLMHeadConfig, ClassificationHeadConfig
+from .config import ArchitectureConfig, MLMHeadConfig, ClassificationHeadConfig, TxcError
 from .collate import MLMCollator, ClassificationCollator
 from .encoder import bert_state_to_txc
 from .heads import MaskedLM, Classifier
 
 # %% auto #0
-__all__ = ['matmul_peak', 'encoder_matmul_params', 'step_flops', 'bench_tokenizer', 'real_batches', 'bench_arch', 'hf_model',
-           'txc_model', 'load_hf_weights', 'hf_inputs', 'loss_gap', 'train_step_fn', 'BenchResult', 'bench', 'step_ops']
+__all__ = ['matmul_peak', 'encoder_matmul_params', 'step_flops', 'bench_tokenizer', 'real_batches', 'bench_arch',
+           'import_transformers', 'hf_model', 'txc_model', 'load_hf_weights', 'hf_inputs', 'loss_gap', 'train_step_fn',
+           'BenchResult', 'bench', 'step_ops']
 
 # %% ../nbs/11_bench.ipynb #865b6981
 def matmul_peak(n:int|None=None, reps:int=5, device:str='cpu', dtype=torch.float32)->float:
@@ -81,9 +82,17 @@ def bench_arch(preset:str, vocab_size:int, max_length:int=128)->ArchitectureConf
     return ArchitectureConfig(preset=preset, vocab_size=vocab_size, max_position_embeddings=max(512, max_length),
                               norm_position='post', type_vocab_size=2, norm_eps=1e-12)
 
+def import_transformers():
+    "The transformers module; a `TxcError` saying what to install when it cannot be imported (it is in txc's `dev` extra only)."
+    try: import transformers
+    except ImportError as e:
+        raise TxcError(f"txc bench times txc against transformers, which cannot be imported ({e}): "
+                       f"pip install 'transformers>=4.44' (or install txc with its dev extra: pip install -e '.[dev]')") from None
+    return transformers
+
 def hf_model(arch:ArchitectureConfig, task:str='mlm', num_labels:int=16):
     "transformers' BertForMaskedLM / BertForSequenceClassification with `arch`'s dimensions."
-    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+    tf = import_transformers(); BertConfig, BertForMaskedLM, BertForSequenceClassification = tf.BertConfig, tf.BertForMaskedLM, tf.BertForSequenceClassification
     cfg = BertConfig(vocab_size=arch.vocab_size, hidden_size=arch.hidden_size, num_hidden_layers=arch.num_layers,
                      num_attention_heads=arch.num_heads, intermediate_size=arch.ffn_size, max_position_embeddings=arch.max_position_embeddings,
                      hidden_dropout_prob=arch.dropout, attention_probs_dropout_prob=arch.attention_dropout, layer_norm_eps=arch.norm_eps,
@@ -162,6 +171,7 @@ def bench(preset:str='tiny', task:str='mlm', repeats:int=5, steps:int=8, batch_s
           device:str='cpu', threads:int|None=None, seed:int=0, tok=None, compile:bool=False, amp:bool=False,
           unpad:bool|None=None)->BenchResult:
     "Median txc/transformers throughput ratio of training steps on real corpus batches."
+    import_transformers()                              # before any work: a missing transformers is one line, not a traceback
     if amp and not str(device).startswith('cuda'):     # CUDA-only, as training.use_amp is (see 13_results, knob table: bf16 on a CPU)
         raise ValueError('bench amp=True (bf16 autocast) is for CUDA devices, as training.use_amp is: txc trains in fp32 on a CPU')
     if amp and not torch.cuda.is_bf16_supported(): raise ValueError('bench amp=True needs a GPU with bf16 (Ampere or newer)')

@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .config import ConfigError, DataError, ResumeConfig, PretrainedExperimentConfig, TxcConfig
 from .config_io import apply_overrides, load_config, save_config
 
 # %% auto #0
 __all__ = ['KINDS', 'TOPICS', 'COMMON', 'RunDir', 'check_name', 'outputs', 'default_template', 'template_path', 'match_vocab',
            'match_labels', 'generate_pretraining_experiment', 'generate_finetuning_experiment', 'bert_mlm_head',
-           'import_bert', 'check_no_overwrite', 'resume_own', 'find_pretrained', 'train_experiment', 'experiment_names',
-           'demo_texts', 'demo_experiments']
+           'import_bert', 'generate_command', 'check_no_overwrite', 'resume_own', 'find_pretrained', 'train_experiment',
+           'experiment_names', 'demo_texts', 'demo_experiments']
 
 # %% ../nbs/08_experiments.ipynb #3b6455c2
 KINDS = ('pretraining', 'finetuning')
@@ -75,16 +77,21 @@ def template_path(kind:str, root=None)->Path:
     return local if local.is_file() else Path(str(resources.files('txc') / 'assets' / 'templates' / f'{kind}.yaml'))
 
 # %% ../nbs/08_experiments.ipynb #c2d4e6f8
-def _match(cfg:TxcConfig, key:str, n:int, source):
-    "Set the dotted config `key` to `n`, warning when that changes it."
+def _match(cfg:TxcConfig, key:str, n:int, source, fix:str):
+    "Set the dotted config `key` to `n` read from file `source`, warning when that changes it; a ConfigError saying `fix` when `n` is invalid there."
     part, field = key.split('.'); section = getattr(cfg, part); old = getattr(section, field)
-    if n != old: warnings.warn(f"{key} set to {n}, from {source} (the template said {old})"); setattr(section, field, n)
+    if n == old: return
+    try: setattr(section, field, n)
+    except ValidationError as e:
+        raise ConfigError(f"{source} gives {key} = {n}, which is not allowed ({e.errors()[0]['msg'].lower()}): {fix}") from None
+    warnings.warn(f"{key} set to {n}, from {source} (the template said {old})")
 
 def match_vocab(cfg:TxcConfig)->TxcConfig:
     "`architecture.vocab_size` from the vocab dir's vocab.txt, when it exists."
     vocab = Path(cfg.tokenizer.vocab_dir or '') / 'vocab.txt'
     if cfg.tokenizer.wrapper_path is None and vocab.is_file():
-        _match(cfg, 'architecture.vocab_size', len(vocab.read_text(encoding='utf-8').splitlines()), vocab)
+        _match(cfg, 'architecture.vocab_size', len(vocab.read_text(encoding='utf-8').splitlines()), vocab,
+               'train a real vocab with `txc tokenizer`, or point tokenizer.vocab_dir at one')
     return cfg
 
 def match_labels(cfg:TxcConfig)->TxcConfig:
@@ -93,7 +100,9 @@ def match_labels(cfg:TxcConfig)->TxcConfig:
     if not (cfg.classification_head and p and Path(p).is_file()): return cfg
     try: names = json.loads(Path(p).read_text(encoding='utf-8'))
     except ValueError: return cfg                               # training names the broken file
-    if isinstance(names, list) and names: _match(cfg, 'classification_head.num_labels', len(names), p)
+    if isinstance(names, list) and names:
+        _match(cfg, 'classification_head.num_labels', len(names), p, 'a classifier needs at least 2 classes: '
+               'prepare data whose --label-field has two or more values, or point data.labels_path at another labels.json')
     return cfg
 
 
@@ -152,9 +161,10 @@ def import_bert(model_dir, name:str, root=None, force:bool=False)->Path:
     from txc.tokenizer import WordPieceTokenizer
     from txc.checkpoint import atomic_save, model_state
     from txc.data import vocab_sha256
-    run = RunDir.of(name, 'pretraining', root); _claim(run, force)
-    if held := run.held:
+    run = RunDir.of(name, 'pretraining', root)
+    if held := run.held:                                               # before _claim: --force would not help
         raise ConfigError(f"{run.path} already holds checkpoints ({', '.join(held)}): import the checkpoint under another name")
+    _claim(run, force)
     arch, sd = read_bert_dir(model_dir)                                # DataError naming the file for anything unreadable
     try: opts = json.loads(p.read_text(encoding='utf-8')) if (p := Path(model_dir) / 'tokenizer_config.json').is_file() else {}
     except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{p}: not valid JSON ({e}); re-save the checkpoint with transformers' save_pretrained") from None
@@ -173,6 +183,12 @@ def import_bert(model_dir, name:str, root=None, force:bool=False)->Path:
     return run.config
 
 # %% ../nbs/08_experiments.ipynb #746cab99
+def generate_command(name:str, kind:str, root=None)->str:
+    "The generator command that creates experiment `name` of `kind` under `root`."
+    args = f'-p {name}' if kind == 'pretraining' else f'-f {name} -p PRETRAINED'       # a finetuning run needs its pretraining run
+    other_root = root is not None and Path(root) != Path('experiments')             # the CLI passes its default too
+    return f"python experiments/generate_{kind}_experiment.py {args}" + (f" --root {root}" if other_root else '')
+
 def _train_further(run:RunDir, kind:str)->str:
     "How to train a finished run further without overwriting it."
     if kind == 'pretraining': return f"generate a new experiment that starts from it (generate_pretraining_experiment.py -p NEW -rp {run.path.name})"
@@ -229,9 +245,7 @@ def find_pretrained(cfg:TxcConfig, out:RunDir, root=None):
 def train_experiment(name:str, mode:str, root=None, resume:bool=False):
     "Train experiment `name` of kind `mode` under `root`, or with `resume` continue it from its last.ckpt; returns the finished Trainer."
     run = RunDir.of(name, mode, root)
-    if not run.config.is_file():
-        script = 'generate_pretraining_experiment.py -p' if mode == 'pretraining' else 'generate_finetuning_experiment.py -f'
-        raise ConfigError(f"no experiment at {run.path}: create it first with `python experiments/{script} {name}`")
+    if not run.config.is_file(): raise ConfigError(f"no experiment at {run.path}: create it first with `{generate_command(name, mode, root)}`")
     cfg = load_config(run.config)
     if cfg.experiment.kind != mode:
         raise ConfigError(f"{run.config}: experiment.kind is {cfg.experiment.kind!r} but -m {mode} was given: use -m {cfg.experiment.kind} or fix experiment.kind")
@@ -241,8 +255,11 @@ def train_experiment(name:str, mode:str, root=None, resume:bool=False):
     find_pretrained(cfg, out, root)
     from txc.training import train                # imports torch: a typo in the config is reported before that second
     from txc.checkpoint import RunInterrupted
-    try: return train(cfg, out.path)
+    from txc.distributed import dist_env
+    try: t = train(cfg, out.path)
     except RunInterrupted as e: raise RunInterrupted(e.step, e.path, "run the same command with --resume") from None
+    if dist_env().is_main: print(f"finished at step {t.global_step}: final model in {out.model_ckpt}", flush=True)   # once under torchrun
+    return t
 
 # %% ../nbs/08_experiments.ipynb #1b34b6af
 def experiment_names(root, kind:str)->list[str]:

@@ -16,8 +16,8 @@ from .trainer import Callback
 
 # %% auto #0
 __all__ = ['ThroughputCB', 'flat_metrics', 'usable_cores', 'busy_cores', 'slowdown_message', 'SlowdownWarning', 'SlowdownCB',
-           'CSVLogger', 'read_csv', 'CSVLoggerCB', 'write_confusion', 'ProgressCB', 'import_wandb',
-           'wandb_start_message', 'WandbCB']
+           'CSVLogger', 'read_csv', 'logged_step', 'CSVLoggerCB', 'write_confusion', 'eval_line', 'ProgressCB',
+           'import_wandb', 'wandb_start_message', 'WandbCB']
 
 # %% ../nbs/07d_loggers.ipynb #56ca3308
 class ThroughputCB(Callback):
@@ -123,6 +123,10 @@ def read_csv(path)->list[dict]:
     with open(path, newline='') as f: return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 # %% ../nbs/07d_loggers.ipynb #de49cc2f
+def logged_step(t, every:int)->bool:
+    "Whether the training row of the step `t` just took is logged: every `every` steps, and the run's last step."
+    return t.step % every == 0 or t.step == t.total_steps
+
 class CSVLoggerCB(Callback):
     "Metrics to `<run_dir>/metrics/train/train.csv` and `metrics/eval/<split>.csv`."
     order = 30
@@ -136,7 +140,7 @@ class CSVLoggerCB(Callback):
             self.loggers[kind, name] = CSVLogger(self.dir / kind / f'{name}.csv', self.resume_step, keep)
         return self.loggers[kind, name]
     def after_step(self, t):
-        if self.train and t.step % self.every == 0: self.logger('train', 'train').log(t.train_row)
+        if self.train and logged_step(t, self.every): self.logger('train', 'train').log(t.train_row)
     def after_eval(self, t):
         if not self.eval: return
         m = t.eval_metrics
@@ -149,16 +153,23 @@ def write_confusion(path, cm:list, names:list[str]):
         w = csv.writer(f); w.writerow(['true\\pred', *names]); w.writerows([n, *row] for n, row in zip(names, cm))
 
 # %% ../nbs/07d_loggers.ipynb #6a9152d5
+def eval_line(t)->str:
+    "The line printed for an evaluation: `step N split: metric value, ...`."
+    return f"step {t.step} {t.eval_metrics['split']}: " + ', '.join(
+        f'{k} {v:.4f}' for k, v in flat_metrics(t.eval_metrics).items() if isinstance(v, float))
+
 class ProgressCB(Callback):
-    "A tqdm bar over optimizer steps showing loss, lr and tokens/s."
+    "A line per evaluation on stdout and, if `bar`, a tqdm bar over optimizer steps showing loss, lr and tokens/s."
     order = 31
-    def __init__(self, **tqdm_kw): self.kw = tqdm_kw
-    def before_fit(self, t): self.bar = tqdm(total=t.total_steps, initial=t.step, unit='step', dynamic_ncols=True, **self.kw)
+    def __init__(self, bar:bool=True, # the bar (`logging.progress_bar`); the eval lines are printed either way
+                 **tqdm_kw): self.show_bar, self.kw = bar, tqdm_kw
+    def before_fit(self, t):
+        if self.show_bar: self.bar = tqdm(total=t.total_steps, initial=t.step, unit='step', dynamic_ncols=True, **self.kw)
     def after_step(self, t):
+        if not hasattr(self, 'bar'): return
         self.bar.update(t.step - self.bar.n)
         self.bar.set_postfix(loss=f'{t.loss:.4f}', lr=f"{t.train_row['lr']:.2e}", tok_s=f'{t.tokens_per_s:,.0f}', refresh=False)
-    def after_eval(self, t): self.bar.write(f"step {t.step} {t.eval_metrics['split']}: " + ', '.join(
-        f'{k} {v:.4f}' for k, v in flat_metrics(t.eval_metrics).items() if isinstance(v, float)))
+    def after_eval(self, t): tqdm.write(eval_line(t))           # above a bar, if one is drawn (tqdm.write moves it down)
     def cleanup_fit(self, t):
         if hasattr(self, 'bar'): self.bar.close()
 
@@ -191,7 +202,7 @@ class WandbCB(Callback):
         self.dir, self.project, self.name, self.config, self.mode = Path(run_dir), project, name, config, mode
         self.every, self.train, self.eval, self.main = every_n_steps, train and main, eval and main, main
     def after_step(self, t):
-        if self.train and t.step % self.every == 0:
+        if self.train and logged_step(t, self.every):
             self.run.log({f'train/{k}': v for k, v in t.train_row.items() if v is not None}, step=t.global_step)
     def after_eval(self, t):
         if not self.eval: return

@@ -17,7 +17,7 @@ from .config_io import field_errors, get_key, load_config, save_config, with_edi
 from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite, outputs, find_pretrained
 from .trainer import Callback
 from .checkpoint import RunInterrupted
-from .loggers import flat_metrics
+from .loggers import ProgressCB, flat_metrics
 from .training import train
 from .plots import eval_table, plot_curves
 
@@ -30,6 +30,7 @@ class PanelCB(Callback):
     order = 90
     def __init__(self, panel): self.p = panel   # the RunPanel to report to (defined below)
     def before_fit(self, t):
+        t.cbs = [c for c in t.cbs if not isinstance(c, ProgressCB)]   # its eval lines: the panel's table shows them
         self.p.trainer, self.p.progress.max, self.p.progress.value, self.p.start_step = t, max(t.total_steps, 1), t.step, t.step
         self.p.train_rows, self.p.eval_rows, self.drawn = [], {}, 0.0
     def after_step(self, t):
@@ -52,6 +53,8 @@ FIELDS = {  # dotted key: (label, widget factory, kinds that show it)
     'training.epochs': ('epochs', W.IntText, KINDS),
     'training.batch_size': ('batch size', W.IntText, KINDS),
     'training.max_steps': ('max steps (0: none)', W.IntText, KINDS),
+    'tokenizer.vocab_dir': ('vocab dir', W.Text, ('pretraining',)),          # finetuning: the pretrained run's, copied
+    'tokenizer.max_length': ('max length (tokens)', W.IntText, ('pretraining',)),
     'data.train.dataset_path': ('train .pt', W.Text, KINDS),
     'data.val.dataset_path': ('val .pt', W.Text, KINDS),
     'data.test.dataset_path': ('test .pt', W.Text, KINDS),
@@ -75,7 +78,7 @@ class RunPanel:
         self.kind = W.ToggleButtons(options=KINDS, description='kind')
         self.source = W.Dropdown(description='start from')
         self.w = {k: f(description=label, style=dict(description_width='150px')) for k, (label, f, _) in FIELDS.items()}
-        self.w['architecture.preset'].options = [('(sizes as written)', None), *[(p, p) for p in PRESETS]]
+        self.w['architecture.preset'].options = [('(sizes as written)', ''), *[(p, p) for p in PRESETS]]   # '': null
         self.errors = {k: W.HTML() for k in [*FIELDS, '']}
         self.cont = W.Checkbox(description='continue from checkpoints/last.ckpt', style=dict(description_width='initial'))
         self.save_btn, self.launch_btn = W.Button(description='Save', icon='save'), W.Button(description='Launch', button_style='success', icon='play')
@@ -101,7 +104,7 @@ def _wire(self:RunPanel):
 def _sources(self:RunPanel):
     "Fill the source and pretrained-run choices for the current kind."
     with self.mute():
-        self.w['pretrained_experiment.name'].options = [('', None)] + _pairs(experiment_names(self.root, 'pretraining'))
+        self.w['pretrained_experiment.name'].options = [('(none)', '')] + _pairs(experiment_names(self.root, 'pretraining'))
         self.source.options = [('new from template', '')] + _pairs(experiment_names(self.root, self.kind.value))
         for k, (_, _, kinds) in FIELDS.items(): self.rows[k].layout.display = None if self.kind.value in kinds else 'none'
     self._load()
@@ -137,7 +140,7 @@ def _repoint(self:RunPanel):
     "Another pretrained run was chosen: take its tokenizer and architecture into the base, keep the other fields as edited."
     try: self.base = self._base(self.w['pretrained_experiment.name'].value)
     except TxcError as e: self.base = None; self.set_status(str(e), error=True); return
-    with self.mute(): self.w['architecture.preset'].value = self.base.architecture.preset
+    with self.mute(): self.w['architecture.preset'].value = _to_widget('architecture.preset', self.base.architecture.preset)
     self.validate()
 
 RunPanel._base, RunPanel._load, RunPanel._repoint = _base, _load, _repoint
@@ -187,8 +190,9 @@ def _save(self:RunPanel)->Optional[Path]:
             cfg, old = self.config, load_config(path)
             check_in_place_edit(outputs(RunDir(path.parent), old), old, cfg)
         else:
-            (generate_pretraining_experiment(name, root=self.root) if kind == 'pretraining' else
-             generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root))
+            match = not src                           # a copy replaces the template, vocab size and labels included: nothing to match or warn about
+            (generate_pretraining_experiment(name, root=self.root, match=match) if kind == 'pretraining' else
+             generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root, match=match))
             cfg, old = with_edits(self.base if src else load_config(path), self.edits()), None
             cfg.experiment.output_dir = None          # a copy writes into its own dir, not into its source's output_dir
         if cfg != old: save_config(cfg, path)

@@ -119,7 +119,10 @@ def pretrained_checkpoint(cfg:TxcConfig, run_dir)->Optional[Path]:
     if pe is None or not (pe.name or pe.run_dir): return None
     root = Path(pe.run_dir) if pe.run_dir else Path(run_dir).resolve().parent.parent / 'pretraining' / pe.name
     p = root / pe.checkpoint
-    if not p.is_file(): raise ConfigError(f"pretrained_experiment: checkpoint {p} not found; train the pretraining run first or fix pretrained_experiment.name/run_dir")
+    if not p.is_file():
+        where = 'run_dir' if pe.run_dir else 'name'
+        raise ConfigError(f"pretrained_experiment: checkpoint {p} not found; train the pretraining run first, "
+                          f"or fix pretrained_experiment.{where} or pretrained_experiment.checkpoint ({pe.checkpoint!r})")
     return p
 
 def build_model(cfg:TxcConfig, run_dir)->nn.Module:
@@ -176,7 +179,7 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
     if not env.is_main: return cbs
     cbs.append(SlowdownCB())
     if lg.log_metrics_csv: cbs.append(CSVLoggerCB(run_dir, lg.log_every_n_steps, lg.log_train_metrics, lg.log_eval_metrics, resume_step, resume_evals))
-    if lg.progress_bar: cbs.append(ProgressCB())
+    cbs.append(ProgressCB(bar=lg.progress_bar))                      # the eval lines even without the bar
     return cbs
 
 # %% ../nbs/07f_training.ipynb #7a5090af
