@@ -134,6 +134,7 @@ def _names(fields) -> str: return ', '.join(map(repr, fields)) or 'none'   # quo
 
 def _csv_records(p, text:str):
     "(first line, fields) of each record of a csv; strict, so a quote left open is an error, not a text that swallows the rows after it."
+    csv.field_size_limit(2**31 - 1)                  # a long text is a text: the module's default stops fields at 128 KiB
     r, start = csv.reader(io.StringIO(text, newline=''), strict=True), 1
     while True:
         try: row = next(r)
