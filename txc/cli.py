@@ -225,7 +225,8 @@ def add_bench(sub):
     p.add_argument('--amp', action='store_true', help='bf16 autocast on both sides, the precision a GPU run trains in (MFU then against a bf16 matmul)')
 
 def cmd_bench(args):
-    from txc.bench import bench, bench_tokenizer
+    from txc.bench import bench, bench_tokenizer, import_transformers
+    import_transformers()                                  # missing: said before the bench vocab is trained, not after
     if args.amp and not args.device.startswith('cuda'):
         raise TxcError('--amp (bf16 autocast) needs --device cuda: training.use_amp is CUDA-only, so on a CPU it would time a precision txc does not train in')
     if args.device.startswith('cuda'):
