@@ -131,3 +131,18 @@ def test_check_loads_the_files_a_config_names(tmp_path):
     cfg = tiny_config(ws, 'pretraining', 'typo'); cfg.data.train.dataset_path = str(ws / 'data' / 'trian.pt')
     assert_user_error(run_txc('check', write_run(cfg, tmp_path / 'typo')), 'data.train.dataset_path', 'trian.pt')
     assert run_txc('check', '--schema-only', tmp_path / 'typo' / 'config.yaml').returncode == 0
+
+
+def test_check_a_pipeline_before_and_after_its_pretraining_run(tmp_path):
+    "A finetuning config whose pretraining run has not run yet is ok with a note; once that run has written to its output_dir, it is loaded from there."
+    from train_entry import make_workspace, tiny_config, write_run
+    ws, root = make_workspace(tmp_path / 'ws', n_train=16, n_val=8, n_test=8), tmp_path / 'experiments'
+    pre = tiny_config(ws, 'pretraining', 'pre', epochs=1); pre.experiment.output_dir = str(tmp_path / 'outs' / 'pre')
+    ft = tiny_config(ws, 'finetuning', 'ft', head=dict(num_labels=2), epochs=1); ft.pretrained_experiment = dict(name='pre')
+    write_run(pre, root / 'pretraining' / 'pre'); write_run(ft, root / 'finetuning' / 'ft')
+    res = run_txc('check', root / 'pretraining' / 'pre' / 'config.yaml', root / 'finetuning' / 'ft' / 'config.yaml')
+    assert res.returncode == 0 and 'is not there yet' in res.stdout.splitlines()[1], (res.stdout, res.stderr)
+    assert run_txc('train', '-n', 'pre', '-m', 'pretraining', '--root', root).returncode == 0
+    assert (tmp_path / 'outs' / 'pre' / 'checkpoints' / 'model.ckpt').is_file()
+    res = run_txc('check', root / 'finetuning' / 'ft' / 'config.yaml')
+    assert res.returncode == 0 and res.stdout == f"ok {root / 'finetuning' / 'ft' / 'config.yaml'}: finetuning config 'ft'\n", (res.stdout, res.stderr)

@@ -89,13 +89,20 @@ def add_check(sub):
     p.add_argument('--show', action='store_true', help='print each config in full, with comments')
     p.add_argument('--schema-only', action='store_true', help="check a config's keys and values only, not the files it names")
 
-def check_config_files(cfg, run_dir):
-    "Load what training will load from the files `cfg` names: the tokenizer, the datasets, the class names and the pretrained encoder, so that a wrong path or a mismatch fails now, not when a long run starts."
-    from txc.training import load_tokenizer, load_splits, label_names, build_model
+def check_config_files(cfg, config_path)->str:
+    "Load what training will load from the files `cfg` names: the tokenizer, the datasets, the class names and the pretrained encoder, so that a wrong path or a mismatch fails now, not when a long run starts. Returns a note on what cannot be checked yet, or ''."
+    from txc.training import load_tokenizer, load_splits, label_names, build_model, pretrained_checkpoint
+    from txc.experiments import RunDir, outputs, find_pretrained
+    run = RunDir(Path(config_path).parent)
+    out = outputs(run, cfg)                         # where train.py would run it, and look for its pretrained run from
+    find_pretrained(cfg, out, run.path.parent.parent)
     load_tokenizer(cfg, warn_unused=False)
     if cfg.data.train.dataset_path: load_splits(cfg)
     label_names(cfg)
-    build_model(cfg, run_dir)                       # finetuning: loads the pretrained encoder into this architecture
+    if (p := pretrained_checkpoint(cfg, out.path, must_exist=False)) and not p.is_file():   # a pipeline checked before its first run
+        return f" (its pretrained checkpoint {p} is not there yet: it is loaded and compared when the pretraining run has finished)"
+    build_model(cfg, out.path)                      # finetuning: loads the pretrained encoder into this architecture
+    return ''
 
 def cmd_check(args):
     for path in args.paths:
@@ -103,8 +110,8 @@ def cmd_check(args):
         if Path(path).is_dir(): raise DataError(f"{path} is a directory: txc check takes config files (.yaml) and datasets (.pt), e.g. {path}/config.yaml")
         if kind in ('.yaml', '.yml'):
             cfg = load_config(path)
-            if not args.schema_only: check_config_files(cfg, Path(path).parent)
-            print(config_to_yaml(cfg) if args.show else f"ok {path}: {cfg.experiment.kind} config {cfg.experiment.name!r}")
+            note = '' if args.schema_only else check_config_files(cfg, path)
+            print(config_to_yaml(cfg) if args.show else f"ok {path}: {cfg.experiment.kind} config {cfg.experiment.name!r}{note}")
         elif kind not in ('.pt', '.txt', '.csv', '.jsonl'):                # the dataset loader names a text file as such
             what = 'a checkpoint (load it with txc.checkpoint.load_checkpoint)' if kind == '.ckpt' else f'a {kind or "file without extension"}'
             raise DataError(f"{path} is {what}: txc check takes config files (.yaml, .yml) and datasets (.pt)")
@@ -250,7 +257,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
     "Help that ends each option with its default, when it has one and the text does not already say it."
     def _get_help_string(self, action):
         h = action.help or ''
-        if action.default in (None, False, argparse.SUPPRESS) or 'default' in h or not action.option_strings: return h
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS or 'default' in h or not action.option_strings: return h
         d = ' '.join(map(str, action.default)) if isinstance(action.default, list) else action.default
         return f"{h} (default: {d})".lstrip()
 

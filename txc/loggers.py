@@ -155,7 +155,7 @@ def write_confusion(path, cm:list, names:list[str]):
 # %% ../nbs/07d_loggers.ipynb #6a9152d5
 def eval_line(t)->str:
     "The line printed for an evaluation: `step N split: metric value, ...`."
-    return f"step {t.step} {t.eval_metrics['split']}: " + ', '.join(
+    return f"step {t.global_step} {t.eval_metrics['split']}: " + ', '.join(
         f'{k} {v:.4f}' for k, v in flat_metrics(t.eval_metrics).items() if isinstance(v, float))
 
 class ProgressCB(Callback):

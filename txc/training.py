@@ -113,13 +113,13 @@ def architecture_differences(saved, arch:ArchitectureConfig)->list[str]:
     return [f"{k}: {old[k]!r} (pretrained) vs {new[k]!r} (this run)" for k in old if k in new and old[k] != new[k]]
 
 # %% ../nbs/07f_training.ipynb #01cfa522
-def pretrained_checkpoint(cfg:TxcConfig, run_dir)->Optional[Path]:
-    "The checkpoint a finetuning run starts from, or None (no pretrained_experiment)."
+def pretrained_checkpoint(cfg:TxcConfig, run_dir, must_exist:bool=True)->Optional[Path]:
+    "The checkpoint a finetuning run starts from, or None (no pretrained_experiment); `must_exist`: a `ConfigError` if it is not there."
     pe = cfg.pretrained_experiment
     if pe is None or not (pe.name or pe.run_dir): return None
     root = Path(pe.run_dir) if pe.run_dir else Path(run_dir).resolve().parent.parent / 'pretraining' / pe.name
     p = root / pe.checkpoint
-    if not p.is_file():
+    if must_exist and not p.is_file():
         where = 'run_dir' if pe.run_dir else 'name'
         raise ConfigError(f"pretrained_experiment: checkpoint {p} not found; train the pretraining run first, "
                           f"or fix pretrained_experiment.{where} or pretrained_experiment.checkpoint ({pe.checkpoint!r})")
