@@ -159,7 +159,7 @@ class CompileCB(Callback):
     "torch.compile the training model (after DDP wraps it)."
     order = -4
     def before_fit(self, t): t.model = torch.compile(t.model)
-    def after_unfreeze(self, t): t.model = torch.compile(t.model)
+    def after_unfreeze(self, t): t.model = torch.compile(getattr(t.model, '_orig_mod', t.model))   # DDP re-wrapped it, or the compiled one's model
 
 def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, device, names=None, resume_step=None, resume_evals=None)->list:
     "The callbacks of a run, from its config."
