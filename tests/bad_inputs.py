@@ -223,17 +223,10 @@ def _relabelled_run(ws)->Path:
     atomic_save(ck, run / 'checkpoints' / 'model.ckpt')
     return run
 
-def _no_wandb(ws)->Path:
-    "ws/bad/nowandb: a `wandb` package whose import fails, as where wandb is not installed (a plain `pip install txc`)."
-    p = ws / 'bad' / 'nowandb' / 'wandb' / '__init__.py'; p.parent.mkdir(parents=True)
-    p.write_text('raise ImportError("No module named \'wandb\'")\n')
-    py_compile.compile(str(p), doraise=True)         # its bytecode now, so importing it writes no __pycache__ during the case
-    return p.parent.parent
-
-def _no_transformers(ws)->Path:
-    "ws/bad/notransformers: a `transformers` package whose import fails, as after a plain `pip install -e .` (it is in the dev extra only)."
-    p = ws / 'bad' / 'notransformers' / 'transformers' / '__init__.py'; p.parent.mkdir(parents=True)
-    p.write_text('raise ImportError("No module named \'transformers\'")\n')
+def _unimportable(ws, module:str)->Path:
+    "ws/bad/no<module>: a `module` package whose import fails, as where it is not installed (wandb and transformers are in the dev extra only)."
+    p = ws / 'bad' / f'no{module}' / module / '__init__.py'; p.parent.mkdir(parents=True)
+    p.write_text(f'raise ImportError("No module named {module!r}")\n')
     py_compile.compile(str(p), doraise=True)         # its bytecode now, so importing it writes no __pycache__ during the case
     return p.parent.parent
 
@@ -297,7 +290,7 @@ CASES = [
     Case('no_train_path', '`data.train.dataset_path: null`', **_train('pretraining', 'notrain', set_keys(data__train__dataset_path=None)),
          needles=('data.train.dataset_path', 'txc prepare')),
     Case('wandb_missing', '`logging.use_wandb: true` where wandb is not installed', argv=['train.py', '-n', 'wb_missing', '-m', 'pretraining'],
-         setup=lambda ws: (_no_wandb(ws), write_config(ws, 'pretraining', 'wb_missing', set_keys(logging__use_wandb=True))),
+         setup=lambda ws: (_unimportable(ws, 'wandb'), write_config(ws, 'pretraining', 'wb_missing', set_keys(logging__use_wandb=True))),
          env=lambda ws: dict(PYTHONPATH=_pythonpath(ws / 'bad' / 'nowandb')),
          needles=('logging.use_wandb', 'wandb cannot be imported', 'pip install wandb', 'logging.use_wandb: false')),
     Case('wandb_online_no_key', '`logging.wandb_mode: online` without a W&B API key',
@@ -418,7 +411,7 @@ CASES = [
          needles=('experiments/pretraining/pre already holds checkpoints', 'import the checkpoint under another name')),   # not 'pass --force', which could not help
     Case('bench_device', '`txc bench --device gpu`', argv=['txc', 'bench', '--device', 'gpu'], needles=('--device', "'gpu'", 'cpu, cuda or cuda:N')),
     Case('bench_no_transformers', '`txc bench` where transformers is not installed', argv=['txc', 'bench', '--preset', 'tiny', '--task', 'mlm', '--repeats', '1', '--steps', '1'],
-         setup=_no_transformers, env=lambda ws: dict(PYTHONPATH=_pythonpath(ws / 'bad' / 'notransformers')),
+         setup=lambda ws: _unimportable(ws, 'transformers'), env=lambda ws: dict(PYTHONPATH=_pythonpath(ws / 'bad' / 'notransformers')),
          needles=('transformers', 'cannot be imported', "pip install 'transformers>=4.44'")),
     Case('predict_retrained_vocab', '`txc predict` of a run whose vocab was since trained again in place', argv=['txc', 'predict', '-n', 'ft', '--text', 'chess game'],
          setup=_retrain_vocab, needles=('ft/checkpoints/model.ckpt was trained with another vocab than vocab', 'tokenizer.vocab_dir')),
