@@ -4,13 +4,14 @@
 
 # %% ../nbs/06_collate.ipynb #e3f4f163
 from __future__ import annotations
+import hashlib
 import torch
 from torch import Tensor
 
 from .config import MLMHeadConfig, DataError
 
 # %% auto #0
-__all__ = ['stack_rows', 'collate_trim', 'mask_tokens', 'MLMCollator', 'ClassificationCollator']
+__all__ = ['stack_rows', 'collate_trim', 'mask_tokens', 'MLMCollator', 'row_seed', 'EvalMLMCollator', 'ClassificationCollator']
 
 # %% ../nbs/06_collate.ipynb #de6afaea
 def stack_rows(rows:list)->list[Tensor]:
@@ -35,12 +36,12 @@ def collate_trim(rows:list, max_length:int, sep_id:int|None=None)->dict:
 
 # %% ../nbs/06_collate.ipynb #641dd109
 def mask_tokens(input_ids:Tensor, attention_mask:Tensor, special_ids, vocab_size:int, cfg:MLMHeadConfig,
-                mask_id:int, generator:torch.Generator|None=None)->tuple[Tensor, Tensor]:
+                mask_id:int, generator:torch.Generator|None=None, at_least_one:bool=True)->tuple[Tensor, Tensor]:
     "BERT masking: returns (masked input_ids, labels with -100 at unselected positions)."
     special = torch.tensor(sorted(special_ids), dtype=torch.long)
     eligible = ~attention_mask & ~torch.isin(input_ids, special)                       # (B, T)
     selected = eligible & (torch.rand(input_ids.shape, generator=generator) < cfg.mask_rate)
-    if not selected.any() and eligible.any():                                          # never an empty target set
+    if at_least_one and not selected.any() and eligible.any():                         # never an empty target set
         pick = torch.randint(int(eligible.sum()), (1,), generator=generator)
         selected.view(-1)[eligible.view(-1).nonzero()[pick]] = True
     r = torch.rand(input_ids.shape, generator=generator)
@@ -57,7 +58,7 @@ class MLMCollator:
     "Trim a batch and apply BERT masking from a seeded generator."
     def __init__(self, special_ids, vocab_size:int, cfg:MLMHeadConfig, max_length:int, seed:int=0, mask_id:int=4, sep_id:int=3):
         self.special_ids, self.vocab_size, self.cfg, self.max_length = special_ids, vocab_size, cfg, max_length
-        self.mask_id, self.sep_id, self.generator = mask_id, sep_id, torch.Generator().manual_seed(seed)
+        self.mask_id, self.sep_id, self.seed, self.generator = mask_id, sep_id, seed, torch.Generator().manual_seed(seed)
     @classmethod
     def from_tokenizer(cls, tok, cfg:MLMHeadConfig, max_length:int|None=None, seed:int=0):
         "A collator using `tok`'s special ids, vocab size and max_length."
@@ -69,6 +70,23 @@ class MLMCollator:
         return b
     def state_dict(self)->dict: return {'generator': self.generator.get_state()}
     def load_state_dict(self, sd:dict): self.generator.set_state(sd['generator'])
+
+def row_seed(ids:Tensor, seed:int)->int:
+    "A generator seed from a row's real token ids and `seed`: the same in every batch, process and session."
+    key = (seed % 2**64).to_bytes(8, 'little')
+    return int.from_bytes(hashlib.blake2b(ids.contiguous().numpy().tobytes(), digest_size=8, key=key).digest(), 'little') >> 1
+
+class EvalMLMCollator(MLMCollator):
+    "Trim a batch and mask each row from a seed of its own (`row_seed`): the same masks whatever the batch, for evaluation."
+    def __call__(self, rows:list)->dict:
+        b = collate_trim(rows, self.max_length, self.sep_id)
+        ids, labels = b['input_ids'].clone(), torch.full_like(b['input_ids'], -100)
+        for i, n in enumerate((~b['attention_mask']).sum(1).tolist()):       # row i's real tokens: its first n columns
+            g = torch.Generator().manual_seed(row_seed(b['input_ids'][i, :n], self.seed))
+            ids[i, :n], labels[i, :n] = (x[0] for x in mask_tokens(b['input_ids'][i:i+1, :n], b['attention_mask'][i:i+1, :n], self.special_ids,
+                                                                  self.vocab_size, self.cfg, self.mask_id, g, at_least_one=False))
+        b['input_ids'], b['labels'] = ids, labels
+        return b
 
 class ClassificationCollator:
     "Trim a batch of labelled rows."

@@ -16,7 +16,7 @@ from .trainer import Callback
 
 # %% auto #0
 __all__ = ['no_decay_ids', 'lr_multiplier', 'unwrapped', 'param_groups', 'make_optimizer', 'lr_factor', 'make_scheduler',
-           'frozen_modules', 'set_frozen', 'FreezeCB', 'class_weights', 'class_weighted_loss']
+           'frozen_modules', 'set_frozen', 'FreezeCB', 'class_weights', 'class_weighted_loss', 'class_weight_sum']
 
 # %% ../nbs/07a_optim.ipynb #40683c09
 def no_decay_ids(model:nn.Module)->set[int]:
@@ -124,3 +124,7 @@ def class_weights(spec, labels:torch.Tensor, num_labels:int)->Optional[torch.Ten
 def class_weighted_loss(weight:torch.Tensor):
     "A trainer `loss_fn`: cross-entropy with per-class weights."
     return lambda logits, batch: F.cross_entropy(logits.float(), batch['labels'], weight=weight.to(logits.device))
+
+def class_weight_sum(weight:torch.Tensor):
+    "A trainer `loss_weight`: the class-weighted loss is a mean over its rows' class weights, so a batch counts their sum."
+    return lambda batch: float(weight[batch['labels']].sum())

@@ -18,7 +18,8 @@ from .config import ConfigError, TxcError
 
 # %% auto #0
 __all__ = ['EpochSampler', 'ShardSampler', 'make_loader', 'resolve_device', 'Precision', 'CancelFitException',
-           'CancelEpochException', 'NonFiniteLossError', 'Callback', 'run_cbs', 'Trainer']
+           'CancelEpochException', 'NonFiniteLossError', 'Callback', 'run_cbs', 'batch_weight', 'Trainer',
+           'group_shares']
 
 # %% ../nbs/07_trainer.ipynb #ba3648eb
 class EpochSampler(DistributedSampler):
@@ -82,6 +83,12 @@ def run_cbs(cbs, event:str, trainer=None):
         if (m := getattr(cb, event, None)) is not None: m(trainer)
 
 # %% ../nbs/07_trainer.ipynb #e878e311
+def batch_weight(batch:dict) -> float:
+    "What a micro-batch's mean loss is a mean over: its masked tokens (MLM labels, -100 elsewhere), else its rows."
+    y = batch.get('labels')
+    if y is None: return float(len(batch['input_ids']))
+    return float((y != -100).sum()) if y.dim() > 1 else float(len(y))
+
 class Trainer:
     "Micro-batches, accumulation, clipping and AMP; evaluation, logging, checkpoints and the rest are callbacks."
     def __init__(self, model:nn.Module, train_dl:DataLoader, opt:torch.optim.Optimizer, sched=None, cbs=(),
@@ -90,11 +97,12 @@ class Trainer:
                  grad_accum:int=1,             # micro-batches per optimizer step
                  grad_clip:Optional[float]=None, # max global grad norm
                  device='cpu', precision:Optional[Precision]=None,
-                 loss_fn:Optional[Callable]=None): # loss_fn(logits, batch) replaces the model's loss (e.g. class weights)
+                 loss_fn:Optional[Callable]=None, # loss_fn(logits, batch) replaces the model's loss (e.g. class weights)
+                 loss_weight:Optional[Callable]=None): # loss_weight(batch): what its loss is a mean over; default `batch_weight`
         self.model = self.raw_model = model
         self.train_dl, self.opt, self.sched, self.cbs = train_dl, opt, sched, list(cbs)
         self.epochs, self.max_steps, self.grad_accum, self.grad_clip = epochs, max_steps, grad_accum, grad_clip
-        self.device, self.loss_fn = torch.device(device), loss_fn
+        self.device, self.loss_fn, self.loss_weight = torch.device(device), loss_fn, loss_weight or batch_weight
         self.precision = precision or Precision(self.device)
         self.epoch = self.step = self.batch_in_epoch = 0
         self.step_offset = 0   # steps of the run this one continues from with weights only (resume -rp)
@@ -137,37 +145,44 @@ def _fit(self:Trainer):
 def _one_epoch(self:Trainer):
     "The rest of this epoch: micro-batches grouped into optimizer steps."
     self.model.train()
-    n, A = self.n_batches, self.grad_accum
     self.train_dl.sampler.set_position(self.epoch, self.batch_in_epoch * self.train_dl.batch_size)
-    self._acc = torch.zeros(4, dtype=torch.float64, device=self.device)   # loss sum, micro-batches, tokens, stop votes
-    for batch in self.train_dl:
-        start = self.batch_in_epoch - self.batch_in_epoch % A
-        group = min(A, n - start)                          # the last group of an epoch may be shorter
-        last = self.batch_in_epoch + 1 == start + group
-        self.micro_step(batch, group, last)
-        self.batch_in_epoch += 1
-        if last: self.optimizer_step()
+    self._acc = torch.zeros(4, dtype=torch.float64, device=self.device)   # weighted loss sum, loss weight, tokens, stop votes
+    batches = iter(self.train_dl)
+    while group := list(itertools.islice(batches, self.grad_accum - self.batch_in_epoch % self.grad_accum)):  # an epoch's last may be short
+        weights = torch.tensor([self.loss_weight(b) for b in group], dtype=torch.float64).to(self.device)
+        for i, (batch, w, share) in enumerate(zip(group, weights, group_shares(weights))):
+            self.micro_step(batch, w, share, sync=i == len(group) - 1)
+            self.batch_in_epoch += 1
+        self.optimizer_step()
+
+def group_shares(weights:torch.Tensor) -> torch.Tensor:
+    "Each micro-batch's share of its step: its loss weight over the group's, summed over processes (whose gradients DDP averages)."
+    total = weights.sum()
+    if dist.is_available() and dist.is_initialized(): dist.all_reduce(total); total = total / dist.get_world_size()
+    return torch.where(total > 0, weights / total, 0.).float()        # a group with nothing to predict (no masked token) adds nothing
 
 Trainer.fit, Trainer.one_epoch = _fit, _one_epoch
 
+
 # %% ../nbs/07_trainer.ipynb #69dfb4f1
-def _micro_step(self:Trainer, batch:dict, group:int, sync:bool):
+def _micro_step(self:Trainer, batch:dict, weight:torch.Tensor, share:torch.Tensor, sync:bool):
+    "Forward and backward one micro-batch whose loss is a mean over `weight` predictions, with its gradient scaled to its `share` of the step."
     self.batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
     self.callback('before_batch')
     no_sync = getattr(self.model, 'no_sync', None)
     with (nullcontext() if sync or no_sync is None else no_sync()):
         with self.precision.autocast(): logits, loss = self.model(**self.batch)
         if self.loss_fn is not None: loss = self.loss_fn(logits, self.batch)
-        self.precision.scaler.scale(loss / group).backward()
+        self.precision.scaler.scale(loss * share).backward()
     tokens = (~self.batch['attention_mask']).sum()
-    self._acc[:3] += torch.stack([loss.detach().double(), self._acc.new_ones(()), tokens.double()])   # stays on the device: no sync
+    self._acc[:3] += torch.stack([loss.detach().double() * weight, weight, tokens.double()])   # stays on the device: no sync
 
 def _optimizer_step(self:Trainer):
     acc, self._acc = self._acc, torch.zeros_like(self._acc)
     if self.stop_requested: acc[3] = 1                                                   # this rank's vote to stop
     if dist.is_available() and dist.is_initialized(): dist.all_reduce(acc)              # on the device, as nccl needs
-    loss_sum, n, tokens, votes = acc.tolist()                                            # the one host sync per step
-    self.loss, self.tokens, self.stop_agreed = loss_sum / n, int(tokens), votes > 0
+    loss_sum, weight, tokens, votes = acc.tolist()                                       # the one host sync per step
+    self.loss, self.tokens, self.stop_agreed = loss_sum / weight if weight else loss_sum, int(tokens), votes > 0
     if not math.isfinite(self.loss):
         raise NonFiniteLossError(f"training loss is {self.loss} at step {self.step + 1} (epoch {self.epoch}): stopped before "
                                  "the optimizer step; checkpoints on disk are the last good ones. Lower training.lr or set training.grad_clip")

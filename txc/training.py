@@ -18,19 +18,19 @@ from .config import ArchitectureConfig, ConfigError, DataError, TxcConfig, TxcEr
 from .config_io import save_config
 from .data import load_tensor_dataset, check_same_vocab, vocab_sha256
 from .tokenizer import WordPieceTokenizer
-from .collate import MLMCollator, ClassificationCollator
+from .collate import MLMCollator, EvalMLMCollator, ClassificationCollator
 from .heads import MaskedLM, Classifier
 from .trainer import Callback, Trainer, Precision, make_loader, resolve_device
-from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, class_weighted_loss
+from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, class_weighted_loss, class_weight_sum
 from .distributed import DistEnv, DDPCB, barrier, init_distributed, cleanup_distributed, is_distributed, raise_shared
 from .metrics import EvalCB, MLMMetrics, ClassificationMetrics
 from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB, import_wandb
 from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, check_checkpoint_vocab, restore
 
 # %% auto #0
-__all__ = ['load_splits', 'prepared_max_length', 'seq_len', 'label_names', 'load_tokenizer', 'weight_meaning',
+__all__ = ['RESUME_FREE', 'load_splits', 'prepared_max_length', 'seq_len', 'label_names', 'load_tokenizer', 'weight_meaning',
            'architecture_differences', 'pretrained_checkpoint', 'build_model', 'seed_everything', 'make_collators',
-           'CompileCB', 'make_callbacks', 'resume_path', 'build_trainer', 'train']
+           'CompileCB', 'make_callbacks', 'resume_path', 'resume_changes', 'build_trainer', 'train']
 
 # %% ../nbs/07f_training.ipynb #3a475e1b
 def load_splits(cfg:TxcConfig)->dict:
@@ -86,6 +86,9 @@ def load_tokenizer(cfg:TxcConfig, warn_unused:bool=True):
     tok = cls.load(cfg.tokenizer.vocab_dir)
     if tok.vocab_size > cfg.architecture.vocab_size:
         raise ConfigError(f"architecture.vocab_size = {cfg.architecture.vocab_size} is smaller than the tokenizer's vocab ({tok.vocab_size}, {cfg.tokenizer.vocab_dir}): set it to {tok.vocab_size}")
+    if (pad := getattr(tok, "pad_id", None)) is not None and pad != cfg.architecture.pad_token_id:   # padding_idx: that row is zero and never trained
+        raise ConfigError(f"architecture.pad_token_id = {cfg.architecture.pad_token_id} but the tokenizer's [PAD] is id {pad} ({cfg.tokenizer.vocab_dir}): "
+                          f"the embedding of token {cfg.architecture.pad_token_id} would stay zero and untrained; set it to {pad}")
     starts_from = cfg.training.resume.is_resume or (cfg.pretrained_experiment and (cfg.pretrained_experiment.name or cfg.pretrained_experiment.run_dir))
     if warn_unused and not starts_from and tok.vocab_size < cfg.architecture.vocab_size:   # legal, but ids past the vocab never occur and cost time
         warnings.warn(f"architecture.vocab_size = {cfg.architecture.vocab_size} but the tokenizer ({cfg.tokenizer.vocab_dir}) has {tok.vocab_size} tokens: "
@@ -152,7 +155,7 @@ def make_collators(cfg:TxcConfig, tok, rank:int=0)->tuple:
     n, seed = cfg.tokenizer.max_length, cfg.experiment.seed
     if cfg.experiment.kind == 'finetuning': return ClassificationCollator(n, tok.sep_id), ClassificationCollator(n, tok.sep_id)
     return (MLMCollator.from_tokenizer(tok, cfg.mlm_head, n, seed + 1 + rank),
-            MLMCollator.from_tokenizer(tok, cfg.mlm_head, n, seed + 10_000 + rank))
+            EvalMLMCollator.from_tokenizer(tok, cfg.mlm_head, n, seed + 10_000))     # the same masks for each row in any batch, on any rank
 
 # %% ../nbs/07f_training.ipynb #6c98240a
 class CompileCB(Callback):
@@ -193,6 +196,19 @@ def resume_path(cfg:TxcConfig, run_dir)->Path:
                                           "best-model.ckpt or model.ckpt, or set training.resume.is_resume: false")
     return p
 
+RESUME_FREE = ('experiment.name', 'experiment.output_dir', 'logging.', 'training.resume.', 'training.device', 'training.num_threads',
+               'training.compile', 'training.use_amp', 'training.checkpoint_every_n_steps', 'training.eval_batch_size', 'data.',
+               'tokenizer.vocab_dir', 'pretrained_experiment')    # settings a full resume may change: they do not change what is trained
+
+def _flat(d:dict, pre:str='')->dict:
+    "A nested dict as {'a.b': value}."
+    return {k: v for key, val in d.items() for k, v in (_flat(val, f'{pre}{key}.') if isinstance(val, dict) else {f'{pre}{key}': val}).items()}
+
+def resume_changes(saved:dict, now:dict)->list[str]:
+    "'training.lr: 0.003 -> 0.0003' for each setting a full resume from a checkpoint with config `saved` would not honour."
+    a, b = _flat(saved), _flat(now)
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k] and not k.startswith(RESUME_FREE)]
+
 def build_trainer(cfg:TxcConfig, run_dir, env:DistEnv=DistEnv(), device=None, datasets=None, tokenizer=None, callbacks=())->Trainer:
     "A Trainer for `cfg`, resumed if configured; `datasets`/`tokenizer` override the config's files."
     tc, seed, fine = cfg.training, cfg.experiment.seed, cfg.experiment.kind == 'finetuning'
@@ -207,11 +223,15 @@ def build_trainer(cfg:TxcConfig, run_dir, env:DistEnv=DistEnv(), device=None, da
     t = Trainer(model, make_loader(ds['train'], tc.batch_size, train_col, True, seed, env.rank, env.world_size),
                 make_optimizer(model, tc, fine), epochs=tc.epochs, max_steps=tc.max_steps, grad_accum=tc.grad_accum_steps,
                 grad_clip=tc.grad_clip, device=device, precision=Precision(device, tc.use_amp),
-                loss_fn=class_weighted_loss(w) if w is not None else None)
+                **(dict(loss_fn=class_weighted_loss(w), loss_weight=class_weight_sum(w)) if w is not None else {}))
     t.sched = make_scheduler(t.opt, t.total_steps, tc)
     torch.manual_seed(seed + env.rank)                                       # dropout stream of this rank
     if tc.resume.is_resume:
         check_checkpoint_vocab(ck := load_checkpoint(p := resume_path(cfg, run_dir)), cfg.tokenizer.vocab_dir, f'training.resume.checkpoint_path: {p}')
+        if not tc.resume.load_only_model_state and ck.get('kind') == 'full' and (changes := resume_changes(ck['config'], cfg.model_dump(mode='json'))):
+            raise ConfigError(f"training.resume: {p} holds a run with other settings than this config ({'; '.join(changes)}). A full resume "
+                              "continues that run exactly, with its optimizer and schedule: put those values back, or set "
+                              "training.resume.load_only_model_state: true to train its weights with a fresh optimizer and schedule")
         restore(t, ck, tc.resume, str(p))
     full = tc.resume.is_resume and not tc.resume.load_only_model_state
     evals = {s: t.step_offset + n for s, n in t.evals_done.items()} if full else None            # global steps, as the CSVs record them
