@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigError, DataError, ResumeConfig, TxcError
+from .config import ConfigError, DataError, ResumeConfig, TxcError, make_out_dir
 from .data import unpickle_reason, vocab_sha256
 from .distributed import barrier, dist_env, gather_objects
 from .trainer import Callback
@@ -27,7 +27,9 @@ def atomic_save(obj, path)->Path:
     "torch.save `obj` to `path` via a temp file in the same dir, fsync and os.replace."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    umask = os.umask(0); os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)                      # mkstemp makes it owner-only: give it the mode open() would
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -181,7 +183,7 @@ class RunLock:
     "An exclusive lock file with the owner's PID; stale locks of dead processes are taken over."
     def __init__(self, run_dir): self.path = Path(run_dir) / 'train.lock'
     def acquire(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_out_dir(self.path.parent, 'run dir')
         while True:
             try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:

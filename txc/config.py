@@ -10,9 +10,9 @@ from typing import Annotated, Literal, Optional, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['PRESETS', 'TxcError', 'ConfigError', 'DataError', 'check_out_dir', 'Section', 'ExperimentConfig', 'LoggingConfig',
-           'TokenizerConfig', 'preset_sizes', 'ArchitectureFields', 'ArchitectureConfig', 'MLMHeadConfig',
-           'ClassificationHeadConfig', 'ResumeConfig', 'TrainingConfig', 'DatasetSplit', 'DataConfig',
+__all__ = ['PRESETS', 'TxcError', 'ConfigError', 'DataError', 'check_out_dir', 'make_out_dir', 'Section', 'ExperimentConfig',
+           'LoggingConfig', 'TokenizerConfig', 'preset_sizes', 'ArchitectureFields', 'ArchitectureConfig',
+           'MLMHeadConfig', 'ClassificationHeadConfig', 'ResumeConfig', 'TrainingConfig', 'DatasetSplit', 'DataConfig',
            'PretrainedExperimentConfig', 'TxcConfig']
 
 # %% ../nbs/00_config.ipynb #65d6222a
@@ -33,6 +33,14 @@ def check_out_dir(path, what:str='output dir')->Path:
     if file == p: raise DataError(f'{what} {p} is a file: give a directory (a new or existing one) to write into')
     if file: raise DataError(f'{what} {p} lies under {file}, which is a file, not a directory: give a path outside it')
     return p
+
+def make_out_dir(path, what:str='output dir')->Path:
+    "Create directory `path` (and its parents); `DataError` naming it, and the file in the way or the OS's reason, when it cannot be."
+    p = check_out_dir(path, what)
+    try: p.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise DataError(f"{what} {p} cannot be created ({e.strerror or e}): give a directory you can write to") from None
+    return p
+
 
 # %% ../nbs/00_config.ipynb #53db48df
 def _leaf_types(t)->set:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import ArchitectureConfig, ConfigError, TxcConfig, preset_sizes
+from .config import ArchitectureConfig, ConfigError, DataError, TxcConfig, make_out_dir, preset_sizes
 
 # %% auto #0
 __all__ = ['SIZE_FIELDS', 'valid_keys', 'closest_key', 'config_error', 'UniqueKeyLoader', 'load_config', 'config_to_yaml',
@@ -108,8 +108,9 @@ def config_to_yaml(cfg:BaseModel)->str:
 
 def save_config(cfg:TxcConfig, path):
     "Write `cfg` as commented YAML to `path`."
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(config_to_yaml(cfg), encoding='utf-8')
+    make_out_dir(Path(path).parent, 'config dir')
+    try: Path(path).write_text(config_to_yaml(cfg), encoding='utf-8')
+    except OSError as e: raise DataError(f"{path} cannot be written ({e.strerror or e})") from None
 
 # %% ../nbs/00a_config_io.ipynb #0ac0a20d
 def apply_overrides(cfg, overrides:dict):
