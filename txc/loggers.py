@@ -218,6 +218,7 @@ def _start(self:WandbCB, t):
     if self.main:
         id_file = self.dir / 'wandb_id.txt'
         run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        if self.mode != 'online': os.environ.setdefault('WANDB_ERROR_REPORTING', 'false')   # else wandb's error reporter looks up its server, offline too
         try: self.run = self.wandb.init(project=self.project, name=self.name, id=run_id, resume='allow', dir=str(self.dir),
                                         mode=self.mode, config=self.config)
         except Exception as e: err = ConfigError(wandb_start_message(self.mode, e))
