@@ -98,7 +98,7 @@ class ArchitectureFields(Section):
     preset: Optional[Literal['tiny', 'mini', 'small', 'medium', 'base']] = Field(None, description="fills num_layers, hidden_size, num_heads, intermediate_size when they are not written out")
     vocab_size: int = Field(8192, ge=8, description="must equal the tokenizer's vocab size (txc rounds it to a multiple of 64)")
     hidden_size: int = Field(128, ge=8, description="width H of every token vector")
-    embedding_size: Optional[int] = Field(None, ge=8, description="width E of the token and position embeddings; null means hidden_size; a smaller E (ELECTRA) adds a Linear E -> H after them")
+    embedding_size: Optional[int] = Field(None, ge=8, description="width E of the token and position embeddings; null means hidden_size; another E (ELECTRA-small: 128 for hidden 256) adds a Linear E -> H after them")
     num_layers: int = Field(2, ge=1, description="number of Transformer blocks")
     num_heads: int = Field(2, ge=1, description="attention heads; hidden_size must divide by it")
     intermediate_size: Optional[int] = Field(None, ge=1, description="FFN width; null means 4 * hidden_size")
