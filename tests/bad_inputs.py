@@ -407,6 +407,10 @@ CASES = [
          needles=("classes the run(s) do not predict ('boats'", "'other', 'games'")),
     Case('import_bert_missing', '`txc import-bert` of a directory that holds no BERT checkpoint', argv=['txc', 'import-bert', 'vocab', '-p', 'bert'],
          needles=('vocab: no config.json', 'BERT checkpoint directory')),
+    Case('import_bert_roberta', '`txc import-bert` of a RoBERTa checkpoint (byte-level BPE vocab)', argv=['txc', 'import-bert', 'bad/roberta', '-p', 'rob'],
+         setup=lambda ws: _bad(ws, 'roberta/config.json', json.dumps(dict(model_type='roberta', vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                                                          num_attention_heads=2, intermediate_size=32, max_position_embeddings=34))),
+         needles=("bad/roberta/config.json: model_type='roberta' is not supported", 'byte-level BPE', "'bert', 'distilbert' or 'electra'")),
     Case('import_bert_again', '`txc import-bert` into a name that already holds an imported checkpoint', argv=['txc', 'import-bert', 'vocab', '-p', 'pre'],
          needles=('experiments/pretraining/pre already holds checkpoints', 'import the checkpoint under another name')),   # not 'pass --force', which could not help
     Case('bench_device', '`txc bench --device gpu`', argv=['txc', 'bench', '--device', 'gpu'], needles=('--device', "'gpu'", 'cpu, cuda or cuda:N')),

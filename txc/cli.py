@@ -132,8 +132,8 @@ def add_train_args(p:argparse.ArgumentParser):
     p.add_argument('--resume', action='store_true', help="continue a stopped run from its full state: checkpoints/last.ckpt (written on Ctrl-C and every training.checkpoint_every_n_steps), else best-model.ckpt; it ends as an unbroken run would")
 
 def add_import_bert(sub):
-    p = sub.add_parser('import-bert', help='a local BERT checkpoint dir as a pretraining experiment, to finetune like one txc trained')
-    p.add_argument('model_dir', help='a BERT checkpoint dir: config.json, vocab.txt, model.safetensors or pytorch_model.bin')
+    p = sub.add_parser('import-bert', help='a local BERT, DistilBERT or ELECTRA checkpoint dir as a pretraining experiment, to finetune like one txc trained')
+    p.add_argument('model_dir', help='a BERT, DistilBERT or ELECTRA checkpoint dir: config.json, vocab.txt, model.safetensors or pytorch_model.bin')
     p.add_argument('-p', '--name', required=True, help='name of the pretraining experiment to create')
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
     p.add_argument('--force', action='store_true', help='replace an existing experiment that holds only a config.yaml (one that holds checkpoints is refused)')

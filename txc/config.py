@@ -106,6 +106,7 @@ class ArchitectureFields(Section):
     preset: Optional[Literal['tiny', 'mini', 'small', 'medium', 'base']] = Field(None, description="fills num_layers, hidden_size, num_heads, intermediate_size when they are not written out")
     vocab_size: int = Field(8192, ge=8, description="must equal the tokenizer's vocab size (txc rounds it to a multiple of 64)")
     hidden_size: int = Field(128, ge=8, description="width H of every token vector")
+    embedding_size: Optional[int] = Field(None, ge=8, description="width E of the token and position embeddings; null means hidden_size; another E (ELECTRA-small: 128 for hidden 256) adds a Linear E -> H after them")
     num_layers: int = Field(2, ge=1, description="number of Transformer blocks")
     num_heads: int = Field(2, ge=1, description="attention heads; hidden_size must divide by it")
     intermediate_size: Optional[int] = Field(None, ge=1, description="FFN width; null means 4 * hidden_size")
@@ -116,7 +117,7 @@ class ArchitectureFields(Section):
     local_window: int = Field(128, ge=2, description="local attention width: token i sees j when |i - j| <= local_window // 2")
     global_every: int = Field(3, ge=1, description="alternating style: layer l is global when l % global_every == 0")
     norm_position: Literal['pre', 'post'] = Field('pre', description="LayerNorm before (pre-LN) or after (post-LN, BERT) each sublayer")
-    activation: Literal['gelu', 'geglu'] = Field('gelu', description="FFN activation: GELU, or gated GeGLU")
+    activation: Literal['gelu', 'gelu_tanh', 'geglu'] = Field('gelu', description="FFN activation: exact GELU, GELU's tanh approximation (gelu_new checkpoints), or gated GeGLU")
     bias: bool = Field(True, description="biases in linear layers and LayerNorms")
     norm_eps: float = Field(1e-12, gt=0, description="LayerNorm epsilon")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on embeddings and sublayer outputs")
@@ -151,6 +152,8 @@ class ArchitectureConfig(ArchitectureFields):
 
     @property
     def ffn_size(self)->int: return self.intermediate_size or 4 * self.hidden_size
+    @property
+    def embed_size(self)->int: return self.embedding_size or self.hidden_size
     @property
     def head_dim(self)->int: return self.hidden_size // self.num_heads
 

@@ -145,17 +145,21 @@ def generate_finetuning_experiment(name:str, pretrained:str, root=None, force:bo
     return run.config
 
 # %% ../nbs/08_experiments.ipynb #ae963ad5
-_BERT_HEAD = {'cls.predictions.transform.dense': 'head.dense', 'cls.predictions.transform.LayerNorm': 'head.norm'}
+_BERT_HEAD = {  # transformers MLM head module -> MaskedLM's (the decoder weight is the token embeddings: tied)
+    'cls.predictions.transform.dense': 'head.dense', 'cls.predictions.transform.LayerNorm': 'head.norm',          # BertForMaskedLM
+    'vocab_transform': 'head.dense', 'vocab_layer_norm': 'head.norm',                                          # DistilBertForMaskedLM
+    'generator_predictions.dense': 'head.dense', 'generator_predictions.LayerNorm': 'head.norm'}               # ElectraForMaskedLM
+_BERT_DECODER_BIAS = ('cls.predictions.bias', 'cls.predictions.decoder.bias', 'vocab_projector.bias', 'generator_lm_head.bias')
 
 def bert_mlm_head(sd:dict)->dict:
-    "The MLM head weights of a transformers `BertForMaskedLM` state dict under `MaskedLM` names (empty for a bare `BertModel`)."
+    "The MLM head weights of a transformers BERT, DistilBERT or ELECTRA `*ForMaskedLM` state dict under `MaskedLM` names (empty for a bare model)."
     sd = {k.replace('LayerNorm.gamma', 'LayerNorm.weight').replace('LayerNorm.beta', 'LayerNorm.bias'): v for k, v in sd.items()}
     out = {f'{_BERT_HEAD[m]}.{p}': v for k, v in sd.items() for m, _, p in [k.rpartition('.')] if m in _BERT_HEAD}
-    if (b := sd.get('cls.predictions.bias', sd.get('cls.predictions.decoder.bias'))) is not None: out['head.decoder.bias'] = b
+    if (b := next((sd[k] for k in _BERT_DECODER_BIAS if k in sd), None)) is not None: out['head.decoder.bias'] = b
     return out
 
 def import_bert(model_dir, name:str, root=None, force:bool=False)->Path:
-    "A pretraining experiment `name` whose model.ckpt and vocab are the BERT checkpoint in `model_dir`; returns its config path."
+    "A pretraining experiment `name` whose model.ckpt and vocab are the BERT, DistilBERT or ELECTRA checkpoint in `model_dir`; returns its config path."
     from txc.encoder import Encoder, read_bert_dir
     from txc.heads import MaskedLM
     from txc.tokenizer import WordPieceTokenizer

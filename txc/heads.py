@@ -11,25 +11,25 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 
 from .config import ArchitectureConfig, MLMHeadConfig, ClassificationHeadConfig, DataError
-from .encoder import Encoder, init_weights
+from .encoder import Encoder, init_weights, gelu_of
 
 # %% auto #0
 __all__ = ['MLMHead', 'MaskedLM', 'pool', 'ClassificationHead', 'Classifier']
 
 # %% ../nbs/05_heads.ipynb #0171bb97
 class MLMHead(nn.Module):
-    "BERT MLM head on selected token vectors: dense -> GELU -> LayerNorm -> decoder (tied to the token embeddings)."
+    "BERT MLM head on selected token vectors: dense (H -> E) -> GELU -> LayerNorm -> decoder (E -> V, tied to the token embeddings)."
     def __init__(self, arch:ArchitectureConfig, cfg:MLMHeadConfig, tok_emb:Optional[nn.Embedding]=None):
         super().__init__()
-        H = arch.hidden_size
-        self.dense = nn.Linear(H, H, bias=arch.bias)
-        self.norm = nn.LayerNorm(H, eps=arch.norm_eps, bias=arch.bias)
-        self.decoder = nn.Linear(H, arch.vocab_size, bias=arch.bias)
+        H, E, self.approximate = arch.hidden_size, arch.embed_size, gelu_of(arch)
+        self.dense = nn.Linear(H, E, bias=arch.bias)
+        self.norm = nn.LayerNorm(E, eps=arch.norm_eps, bias=arch.bias)
+        self.decoder = nn.Linear(E, arch.vocab_size, bias=arch.bias)
         init_weights(self, arch)
         if cfg.tie_weights and tok_emb is not None: self.decoder.weight = tok_emb.weight  # shared Parameter
 
     def forward(self, h:Tensor) -> Tensor: # (N, H) -> (N, V)
-        return self.decoder(self.norm(F.gelu(self.dense(h))))
+        return self.decoder(self.norm(F.gelu(self.dense(h), approximate=self.approximate)))
 
 # %% ../nbs/05_heads.ipynb #5715891e
 class MaskedLM(nn.Module):

@@ -101,7 +101,7 @@ _WEIGHT_FIELDS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads', 'posit
 
 def weight_meaning(a:ArchitectureConfig)->dict:
     "The architecture fields that decide what trained encoder weights compute, each option only where it acts."
-    out = {f: getattr(a, f) for f in _WEIGHT_FIELDS} | dict(intermediate_size=a.ffn_size)    # null and 4 * hidden agree
+    out = {f: getattr(a, f) for f in _WEIGHT_FIELDS} | dict(intermediate_size=a.ffn_size, embedding_size=a.embed_size)    # null and the default agree
     if a.position_encoding == 'learned': out['max_position_embeddings'] = a.max_position_embeddings
     if a.position_encoding == 'rope': out['rope_theta'] = a.rope_theta
     if a.attention_style != 'full': out['local_window'] = a.local_window
