@@ -103,8 +103,8 @@ def preset_sizes(name:str)->dict:
 # %% ../nbs/00_config.ipynb #dd8fcf82
 class ArchitectureFields(Section):
     "The fields of section `architecture`; `ArchitectureConfig` adds the checks across fields."
-    preset: Optional[Literal['tiny', 'mini', 'small', 'medium', 'base']] = Field(None, description="fills num_layers, hidden_size, num_heads, intermediate_size when they are not written out")
-    vocab_size: int = Field(8192, ge=8, description="must equal the tokenizer's vocab size (txc rounds it to a multiple of 64)")
+    preset: Optional[Literal['tiny', 'mini', 'small', 'medium', 'base']] = Field(None, description="fills num_layers, hidden_size, num_heads, intermediate_size; a size also written out must agree (null: choose them freely)")
+    vocab_size: int = Field(8192, ge=8, description="the tokenizer's vocab size (txc rounds it to a multiple of 64); smaller is an error, larger leaves rows unused")
     hidden_size: int = Field(128, ge=8, description="width H of every token vector")
     embedding_size: Optional[int] = Field(None, ge=8, description="width E of the token and position embeddings; null means hidden_size; another E (ELECTRA-small: 128 for hidden 256) adds a Linear E -> H after them")
     num_layers: int = Field(2, ge=1, description="number of Transformer blocks")
@@ -220,10 +220,10 @@ class TrainingConfig(Section):
     backbone_lr_mult: float = Field(1.0, gt=0, description="finetuning: LR multiplier of the encoder")
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="finetuning: LR multiplier per layer below the top (1.0 = none)")
     freeze: bool = Field(False, description="finetuning: freeze encoder layers at the start")
-    freeze_n_layers: Optional[int] = Field(None, ge=0, description="freeze the lowest N layers; null freezes all")
-    freeze_epochs: int = Field(0, ge=0, description="unfreeze after this many epochs; 0 keeps them frozen")
+    freeze_n_layers: Optional[int] = Field(None, ge=0, description="with freeze: true, freeze the embeddings and the lowest N layers; null freezes all")
+    freeze_epochs: int = Field(0, ge=0, description="with freeze: true, unfreeze after this many epochs; 0 keeps them frozen")
     freeze_embeddings: bool = Field(False, description="keep the embeddings frozen for the whole run")
-    early_stopping_patience: Optional[int] = Field(None, ge=1, description="stop after N evaluations without a better val loss")
+    early_stopping_patience: Optional[int] = Field(None, ge=1, description="stop after N evaluations during training without a better val loss")
     class_weights: Union[Literal['balanced'], list[float], None] = Field(None, description="finetuning: loss weights per class, or 'balanced'")
 
     @field_validator('class_weights')
@@ -281,8 +281,23 @@ class TxcConfig(Section):
 
     @model_validator(mode='after')
     def _check_freeze(self):
-        "Freezing more layers than the encoder has is a config meant for another model."
-        if (n := self.training.freeze_n_layers) is not None and n > self.architecture.num_layers:
+        "Freezing more layers than the encoder has is a config meant for another model; the freeze details without `freeze` do nothing."
+        t = self.training
+        if (n := t.freeze_n_layers) is not None and n > self.architecture.num_layers:
             raise ValueError(f"training.freeze_n_layers = {n} exceeds architecture.num_layers = {self.architecture.num_layers}: "
                              f"use at most {self.architecture.num_layers}, or null to freeze them all")
+        if not t.freeze and (set_ := [k for k in ('freeze_n_layers', 'freeze_epochs') if getattr(t, k)]):
+            raise ValueError(f"training.{' and '.join(set_)} act only with training.freeze: true, which is false: set it, or remove them")
+        return self
+
+    @model_validator(mode='after')
+    def _check_unused(self):
+        "Knobs this run would not read are errors, not silent no-ops."
+        t, fields = self.training, TrainingConfig.model_fields
+        if t.early_stopping_patience and not (t.eval_every_n_steps or t.eval_each_epoch):
+            raise ValueError("training.early_stopping_patience needs evaluations during training, but eval_every_n_steps is null and "
+                             "eval_each_epoch is false (the end-of-run evaluation cannot stop anything): set one of them, or remove the patience")
+        if self.experiment.kind == 'pretraining' and (set_ := [k for k in ('head_lr_mult', 'backbone_lr_mult', 'layer_lr_decay', 'class_weights')
+                                                                if getattr(t, k) != fields[k].default]):
+            raise ValueError(f"training.{', '.join(set_)}: finetuning settings, which pretraining does not read: remove them from this config")
         return self
