@@ -89,7 +89,8 @@ def full_state(t, config:dict)->dict:
                    best_val_loss=getattr(t, 'best_val_loss', math.inf), bad_evals=getattr(t, 'bad_evals', 0), evals_done=getattr(t, 'evals_done', {}),
                    results=getattr(t, 'results', {}), stop_fit=t.stop_fit)
     return dict(format='txc', kind='full', config=config, model=t.raw_model.state_dict(), optimizer=t.opt.state_dict(),
-                scheduler=sched, scaler=t.precision.scaler.state_dict(), trainer=trainer, rng=rngs)
+                scheduler=sched, scaler=t.precision.scaler.state_dict(), trainer=trainer, rng=rngs,
+                epoch=epoch, step=t.step_offset + t.step, best_val_loss=trainer['best_val_loss'])   # top-level copies for readers; resume reads trainer
 
 def model_state(model:nn.Module, config:dict, step:int=0)->dict:
     "Weights, config and the global step reached: what `model.ckpt` holds."
