@@ -204,10 +204,20 @@ def _flat(d:dict, pre:str='')->dict:
     "A nested dict as {'a.b': value}."
     return {k: v for key, val in d.items() for k, v in (_flat(val, f'{pre}{key}.') if isinstance(val, dict) else {f'{pre}{key}': val}).items()}
 
+def _unread(c:dict)->set:
+    "Keys of the flat config `c` that its run never reads: they can differ without changing it."
+    t = lambda k: c.get(f'training.{k}')
+    out = {f'training.{k}' for k in ('head_lr_mult', 'backbone_lr_mult', 'layer_lr_decay', 'class_weights')} if c.get('experiment.kind') == 'pretraining' else set()
+    if not t('freeze'): out |= {'training.freeze_n_layers', 'training.freeze_epochs'}
+    if not (t('eval_every_n_steps') or t('eval_each_epoch')): out.add('training.early_stopping_patience')
+    if not t('early_stopping_patience'): out |= {'training.eval_every_n_steps', 'training.eval_each_epoch'}   # evaluations then stop nothing
+    return out
+
 def resume_changes(saved:dict, now:dict)->list[str]:
     "'training.lr: 0.003 -> 0.0003' for each setting a full resume from a checkpoint with config `saved` would not honour."
     a, b = _flat(saved), _flat(now)
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k] and not k.startswith(RESUME_FREE)]
+    skip = _unread(a) & _unread(b)
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k] and not k.startswith(RESUME_FREE) and k not in skip]
 
 def build_trainer(cfg:TxcConfig, run_dir, env:DistEnv=DistEnv(), device=None, datasets=None, tokenizer=None, callbacks=())->Trainer:
     "A Trainer for `cfg`, resumed if configured; `datasets`/`tokenizer` override the config's files."
