@@ -56,7 +56,6 @@ def bert_tokenizer(vocab:dict[str, int],  # token -> id, must hold the SPECIAL_T
         special_tokens=[('[CLS]', vocab['[CLS]']), ('[SEP]', vocab['[SEP]'])])
     return tok
 
-
 # %% ../nbs/01_tokenizer.ipynb #6c06d07e
 def _checked(texts:Iterable[str]) -> Iterator[str]:
     "Yield `texts`, raising `DataError` at the first item that is not a str."
@@ -110,7 +109,6 @@ def continuation_tokens(tok:Tokenizer, chars:set[str]) -> list[str]:
             for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(probe)): cont.update(w[1:])
     return ['##' + c for c in sorted(cont)]
 
-
 # %% ../nbs/01_tokenizer.ipynb #96ea701e
 def oversize_note(vocab:Iterable[str], # a trained vocab's tokens, before `pad_vocab`
                   vocab_size:int,       # the size asked for
@@ -123,7 +121,6 @@ def oversize_note(vocab:Iterable[str], # a trained vocab's tokens, before `pad_v
             f'WordPiece keeps every character of the training text as a token, and this text has {chars:,} distinct ones (CJK ideographs, say) '
             f'plus {cont:,} ##-forms of the characters that continue words, so the vocab cannot be smaller; '
             f'ask for vocab_size {n:,} or more to silence this (the model gets an embedding row per token either way)')
-
 
 # %% ../nbs/01_tokenizer.ipynb #ae6d08fb
 def train_vocab(files=None,           # text file(s), UTF-8, to train on
@@ -152,7 +149,6 @@ def train_vocab(files=None,           # text file(s), UTF-8, to train on
     if note := oversize_note(vocab, vocab_size): warnings.warn(note)
     return pad_vocab(sorted(vocab, key=vocab.get))
 
-
 # %% ../nbs/01_tokenizer.ipynb #0b943bf6
 def to_tensors(encodings:list, # HF `Encoding`s of one padded batch
               ) -> dict[str, torch.Tensor]:
@@ -163,7 +159,6 @@ def to_tensors(encodings:list, # HF `Encoding`s of one padded batch
     ids = torch.frombuffer(array('q', chain.from_iterable(e.ids for e in encodings)), dtype=torch.long).view(B, T)   # flat, not B lists
     keep = torch.frombuffer(bytearray(chain.from_iterable(e.attention_mask for e in encodings)), dtype=torch.bool).view(B, T)
     return dict(input_ids=ids, attention_mask=~keep)
-
 
 # %% ../nbs/01_tokenizer.ipynb #02b2ae19
 class WordPieceTokenizer:
@@ -211,7 +206,6 @@ def tokenless_texts(tok:WordPieceTokenizer, texts:list[str], chunk:int=4096) -> 
         real = (~tok.encode(texts[i:i + chunk], max_length=3)['attention_mask']).sum(1)
         found += (i + (real == 2).nonzero().flatten()).tolist()
     return found
-
 
 # %% ../nbs/01_tokenizer.ipynb #264057f0
 def save_vocab_dir(tok:WordPieceTokenizer, vocab_dir) -> Path:
