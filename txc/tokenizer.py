@@ -118,8 +118,8 @@ def oversize_note(vocab:Iterable[str], # a trained vocab's tokens, before `pad_v
     if n <= asked: return None
     chars, cont = sum(len(t) == 1 for t in vocab), sum(len(t) == 3 and t.startswith('##') for t in vocab)
     return (f'the tokenizer vocab has {n:,} tokens, {n - asked:,} more than vocab_size {vocab_size:,}{f" (rounded up to {asked:,})" if asked != vocab_size else ""} asks for: '
-            f'WordPiece keeps every character of the training text as a token, and this text has {chars:,} distinct ones (CJK ideographs, say) '
-            f'plus {cont:,} ##-forms of the characters that continue words, so the vocab cannot be smaller; '
+            f'WordPiece keeps every character of the training text as a token, and this text has {chars:,} distinct ones (CJK ideographs, say)'
+            f'{f" plus {cont:,} ##-forms of the characters that continue words" if cont else ""}, so the vocab cannot be smaller; '
             f'ask for vocab_size {n:,} or more to silence this (the model gets an embedding row per token either way)')
 
 # %% ../nbs/01_tokenizer.ipynb #ae6d08fb
