@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from .config import DataError, check_out_dir
-from .tokenizer import WordPieceTokenizer
+from .tokenizer import WordPieceTokenizer, encode_flat
 from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpus, classification_splits, mlm_texts, source_split
 
 # %% auto #0
@@ -266,14 +266,16 @@ def split_indices(n:int, splits, seed:int=0) -> dict[str, list[int]]:
     return dict(train=perm[:n - nv - nt], val=perm[n - nv - nt:n - nt], test=perm[n - nt:])
 
 # %% ../nbs/02_data.ipynb #ab79b10c
+def _as_tensor(a:array) -> torch.Tensor:
+    "An `array` of 'h', 'i' or 'q' as a tensor over the same memory."
+    dt = {'h': torch.int16, 'i': torch.int32, 'q': torch.long}[a.typecode]
+    return torch.frombuffer(a, dtype=dt) if len(a) else torch.zeros(0, dtype=dt)
+
 def encode_ragged(tok:WordPieceTokenizer, texts:list[str], max_length:int=128, chunk:int=1024) -> tuple[torch.Tensor, torch.Tensor]:
     "All `texts`' token ids end to end, unpadded (int16 when the vocab fits, else int32), and each text's length, `[CLS]` and `[SEP]` included."
-    dt, flat, lengths = torch.int16 if tok.vocab_size <= 2**15 else torch.int32, [], []
-    for i in range(0, len(texts), chunk):
-        e = tok.encode(texts[i:i + chunk], max_length=max_length)
-        real = ~e['attention_mask']                                   # (B, T): True on the first `length` positions of each row
-        flat.append(e['input_ids'][real].to(dt)); lengths.append(real.sum(1))
-    return torch.cat(flat) if flat else torch.zeros(0, dtype=dt), torch.cat(lengths) if lengths else torch.zeros(0, dtype=torch.long)
+    ids, lengths = array('h' if tok.vocab_size <= 2**15 else 'i'), array('q')
+    for i in range(0, len(texts), chunk): encode_flat(tok, texts[i:i + chunk], max_length, ids, lengths)
+    return _as_tensor(ids), _as_tensor(lengths)
 
 # %% ../nbs/02_data.ipynb #a9b8c7d6
 def pad_rows(flat:torch.Tensor, lengths:torch.Tensor, # what `encode_ragged` returns

@@ -18,8 +18,8 @@ from .config import ConfigError, DataError, check_out_dir
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'VOCAB_FILES', 'MAX_WORD_CHARS', 'pad_vocab', 'bert_tokenizer', 'continuation_tokens',
-           'oversize_note', 'train_vocab', 'to_tensors', 'WordPieceTokenizer', 'tokenless_texts', 'save_vocab_dir',
-           'load_vocab_dir', 'from_vocab_file']
+           'oversize_note', 'train_vocab', 'to_tensors', 'WordPieceTokenizer', 'encode_flat', 'tokenless_texts',
+           'save_vocab_dir', 'load_vocab_dir', 'from_vocab_file']
 
 # %% ../nbs/01_tokenizer.ipynb #e08157db
 SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']  # ids 0..4 in vocabs txc trains
@@ -197,6 +197,22 @@ class WordPieceTokenizer:
         "Texts of a batch of id sequences (list of lists or 2-D tensor)."
         if isinstance(ids, torch.Tensor): ids = ids.tolist()
         return self.tok.decode_batch([list(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+# %% ../nbs/01_tokenizer.ipynb #b8c9d0e1
+def encode_flat(tok:WordPieceTokenizer, texts:list[str], max_length:int|None=None,
+                ids:array|None=None,     # append the ids here: array('h') when every id fits in int16, else array('i')
+                lengths:array|None=None, # append each text's length here, an array('q')
+               ) -> tuple[array, array]:
+    "The ids of `[CLS] text [SEP]` for each text, truncated to `max_length` as `encode` does but unpadded, end to end; and each text's length."
+    if isinstance(texts, str): raise DataError(f'encode_flat takes a list of texts, got the str {texts!r:.40}: wrap it as [text]')
+    n = max_length or tok.max_length
+    if n < 2: raise ConfigError(f'tokenizer max_length must be at least 2 ([CLS] and [SEP]), got {n}')
+    ids = array('h' if tok.vocab_size <= 2**15 else 'i') if ids is None else ids
+    lengths = array('q') if lengths is None else lengths
+    tok.tok.enable_truncation(n); tok.tok.no_padding()
+    encs = tok.tok.encode_batch_fast(list(_checked(texts)))
+    ids.extend(chain.from_iterable(e.ids for e in encs)); lengths.extend(map(len, encs))
+    return ids, lengths
 
 # %% ../nbs/01_tokenizer.ipynb #7d3f4b21
 def tokenless_texts(tok:WordPieceTokenizer, texts:list[str], chunk:int=4096) -> list[int]:
