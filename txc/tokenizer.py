@@ -217,11 +217,9 @@ def encode_flat(tok:WordPieceTokenizer, texts:list[str], max_length:int|None=Non
 # %% ../nbs/01_tokenizer.ipynb #7d3f4b21
 def tokenless_texts(tok:WordPieceTokenizer, texts:list[str], chunk:int=4096) -> list[int]:
     "Indices of the `texts` that encode to `[CLS] [SEP]` alone: blank, or only characters the normaliser drops."
-    found = []
-    for i in range(0, len(texts), chunk):
-        real = (~tok.encode(texts[i:i + chunk], max_length=3)['attention_mask']).sum(1)
-        found += (i + (real == 2).nonzero().flatten()).tolist()
-    return found
+    lengths = array('q')
+    for i in range(0, len(texts), chunk): encode_flat(tok, texts[i:i + chunk], 3, lengths=lengths)   # 3 tokens tell
+    return [i for i, n in enumerate(lengths) if n == 2]
 
 # %% ../nbs/01_tokenizer.ipynb #264057f0
 def save_vocab_dir(tok:WordPieceTokenizer, vocab_dir) -> Path:
