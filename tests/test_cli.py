@@ -94,6 +94,27 @@ def test_prepare_warnings_are_one_line_each(tmp_path, tiny_vocab):
     assert any("labels 'Pos' and 'pos' differ only by case" in l for l in lines), lines
     assert any('val/test text(s) also appear in train' in l for l in lines), lines
 
+def test_tokenizer_bigger_than_asked_is_one_warning(tmp_path):
+    "3,000 distinct CJK characters with --vocab-size 64: the vocab must keep them all; one warning line says so, with the numbers."
+    (tmp_path / 'cjk.txt').write_text('\n'.join(''.join(chr(0x4e00 + (30 * i + j) % 3000) for j in range(30)) for i in range(400)) + '\n', encoding='utf-8')
+    res = run_txc('tokenizer', '--input', tmp_path / 'cjk.txt', '--vocab-size', '64', '--out', tmp_path / 'v')
+    assert res.returncode == 0 and 'vocab 3008' in res.stdout, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines() == ['warning: the tokenizer vocab has 3,008 tokens, 2,944 more than vocab_size 64 asks for: WordPiece keeps every character '
+        'of the training text as a token, and this text has 3,000 distinct ones (CJK ideographs, say), '
+        'so the vocab cannot be smaller; ask for vocab_size 3,008 or more to silence this (the model gets an embedding row per token either way)'], res.stderr
+    assert len((tmp_path / 'v' / 'vocab.txt').read_text(encoding='utf-8').splitlines()) == 3008
+
+def test_prepare_skips_texts_with_no_token(tmp_path, tiny_vocab):
+    "A zero-width space or control characters alone encode to [CLS] [SEP]: skipped like blank rows, one warning naming the first line."
+    rows = ['text,label'] + [f'alpha beta item{i},{"pos" if i % 2 else "neg"}' for i in range(20)] + ['\u200b,pos', '"\x00\u2060",neg']
+    (tmp_path / 'd.csv').write_text('\n'.join(rows) + '\n', encoding='utf-8')
+    res = run_txc('prepare', '--input', tmp_path / 'd.csv', '--tokenizer', tiny_vocab, '--out', tmp_path / 'out', '--label-field', 'label', '--splits', '1,0,0')
+    assert res.returncode == 0 and '{"train": 20}' in res.stdout, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines() == [f"warning: {tmp_path / 'd.csv'}: skipped 2 text(s) that hold only characters the tokenizer drops (zero-width, control or format characters), "
+                                               "so they encode to [CLS] [SEP] alone (the first on line 22: '\\u200b'); fill or drop them to silence this"], res.stderr
+    ids, mask, y = torch.load(tmp_path / 'out' / 'train.pt', weights_only=False).tensors
+    assert len(ids) == 20 and ((~mask).sum(1) > 2).all()
+
 def test_quickstart_bad_threads_fails_before_any_work(tmp_path):
     assert_user_error(run_txc('quickstart', '--threads', '0', '--root', tmp_path / 'qs'), '--threads: 0: use 1 or more')
     assert not (tmp_path / 'qs').exists()

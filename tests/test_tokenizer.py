@@ -1,5 +1,5 @@
 "Tokenizer parity with transformers' BertTokenizerFast on the bundled corpus, reproducible training."
-import importlib, subprocess, sys
+import importlib, subprocess, sys, unicodedata
 from pathlib import Path
 
 import pytest
@@ -61,11 +61,12 @@ def hf_encode(hf, texts, max_length):
     return out['input_ids'], out['attention_mask'] == 0
 
 
-def assert_same(tok, hf, texts, max_length=128, batch_size=None):
-    "txc and transformers give identical ids and masks, batch by batch; on failure name the first differing text."
+def assert_same(tok, hf, texts, max_length=128, batch_size=None, hf_texts=None):
+    "txc and transformers (on `hf_texts`, default `texts`) give identical ids and masks, batch by batch; on failure name the first differing text."
     for i in range(0, len(texts), batch_size or len(texts)):
         chunk = texts[i:i + (batch_size or len(texts))]
-        ours, (ids, mask) = tok.encode(chunk, max_length=max_length), hf_encode(hf, chunk, max_length)
+        hf_chunk = (hf_texts or texts)[i:i + (batch_size or len(texts))]
+        ours, (ids, mask) = tok.encode(chunk, max_length=max_length), hf_encode(hf, hf_chunk, max_length)
         if torch.equal(ours['input_ids'], ids) and torch.equal(ours['attention_mask'], mask): continue
         assert ours['input_ids'].shape == ids.shape, (ours['input_ids'].shape, ids.shape)
         bad = next(j for j in range(len(chunk)) if not torch.equal(ours['input_ids'][j], ids[j])
@@ -91,11 +92,24 @@ def test_parity_real_bert_vocab(texts, max_length):
 
 
 def test_parity_cased(corpus, texts, tmp_path):
-    "A cased vocab (no lowercasing, accents kept) matches BertTokenizerFast(do_lower_case=False)."
+    "A cased vocab (no lowercasing, accents kept) matches BertTokenizerFast(do_lower_case=False): on NFC text when txc trained it, as is from a vocab.txt."
     WordPieceTokenizer.train(texts=corpus[:5000], vocab_size=2048, lowercase=False, strip_accents=False).save(tmp_path)
     hf = transformers.BertTokenizerFast(str(tmp_path / 'vocab.txt'), do_lower_case=False)
-    assert_same(WordPieceTokenizer.load(tmp_path), hf, texts)
+    nfc = [unicodedata.normalize('NFC', t) for t in texts]
+    assert nfc != texts                                           # TRICKY holds decomposed text
+    assert_same(WordPieceTokenizer.load(tmp_path), hf, texts, hf_texts=nfc)
     assert_same(WordPieceTokenizer.from_vocab(tmp_path / 'vocab.txt', lowercase=False), hf, texts)
+    ours = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / 'tokenizer.json'), pad_token='[PAD]')
+    assert_same(WordPieceTokenizer.load(tmp_path), ours, texts)   # transformers reads the NFC step from tokenizer.json
+
+
+def test_cased_nfc_and_nfd_are_one_text(corpus, tmp_path):
+    "With --cased, a precomposed é and e + U+0301 give the same ids (they did not before NFC); the uncased vocab never differed."
+    accented = ['Crème brûlée à la carte, naïve façade, Ångström, Øresund, Ελληνικά ὁ, Tiếng Việt, 한국어'] * 20
+    for lowercase in (False, True):
+        tok = WordPieceTokenizer.train(texts=corpus[:2000] + accented, vocab_size=1024, lowercase=lowercase, strip_accents=lowercase)
+        nfc, nfd = (tok.encode([unicodedata.normalize(f, t) for t in accented[:1] + TRICKY]) for f in ('NFC', 'NFD'))
+        assert torch.equal(nfc['input_ids'], nfd['input_ids']) and torch.equal(nfc['attention_mask'], nfd['attention_mask'])
 
 
 def test_trained_vocab_shape(trained_dir, texts):
@@ -118,13 +132,16 @@ def test_hf_reads_saved_tokenizer_json(trained_dir, texts):
 
 TRAIN = '''
 import sys; from txc.tokenizer import WordPieceTokenizer
-WordPieceTokenizer.train(files=[sys.argv[1]], vocab_size=2048).save(sys.argv[2])
+cased = sys.argv[3] == 'cased'
+WordPieceTokenizer.train(files=[sys.argv[1]], vocab_size=2048, lowercase=not cased, strip_accents=not cased).save(sys.argv[2])
 '''
 
-def test_training_is_reproducible(corpus, tmp_path):
-    "Two processes (different hash seeds) train the same vocab from the same file; HF's trainer alone does not."
-    (tmp_path / 'c.txt').write_text('\n'.join(corpus[:3000]), encoding='utf-8')
+@pytest.mark.parametrize('case', ['uncased', 'cased'])
+def test_training_is_reproducible(corpus, tmp_path, case):
+    "Two processes (different hash seeds) train the same vocab from the same file; HF's trainer alone does not. The cased file is partly NFD, which NFC composes."
+    texts = corpus[:3000] if case == 'uncased' else [unicodedata.normalize('NFD' if i % 2 else 'NFC', t) for i, t in enumerate(corpus[:2000] + TRICKY * 3)]
+    (tmp_path / 'c.txt').write_text('\n'.join(texts), encoding='utf-8')
     for i in range(2):
-        subprocess.run([sys.executable, '-c', TRAIN, tmp_path / 'c.txt', tmp_path / f'v{i}'], check=True, timeout=300)
+        subprocess.run([sys.executable, '-c', TRAIN, tmp_path / 'c.txt', tmp_path / f'v{i}', case], check=True, timeout=300)
     assert (tmp_path / 'v0' / 'vocab.txt').read_text() == (tmp_path / 'v1' / 'vocab.txt').read_text()
     assert (tmp_path / 'v0' / 'tokenizer.json').read_text() == (tmp_path / 'v1' / 'tokenizer.json').read_text()

@@ -13,9 +13,9 @@ from .config_io import load_config, config_to_yaml
 # %% auto #0
 __all__ = ['COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check',
            'check_config_files', 'cmd_check', 'add_train', 'add_train_args', 'add_import_bert', 'cmd_import_bert',
-           'cmd_train', 'add_predict', 'read_lines', 'dataset_classes', 'cmd_predict', 'add_quickstart',
-           'cmd_quickstart', 'add_bench', 'cmd_bench', 'DefaultsFormatter', 'Parser', 'build_parser', 'say', 'guarded',
-           'finish', 'main', 'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
+           'cmd_train', 'add_predict', 'read_input', 'read_lines', 'nothing_to_label', 'dataset_classes', 'cmd_predict',
+           'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench', 'DefaultsFormatter', 'Parser', 'build_parser',
+           'say', 'guarded', 'finish', 'main', 'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
 def at_least(low:int, high:int=2**31 - 1):
@@ -162,13 +162,25 @@ def add_predict(sub):
                    "best-model.ckpt (the lowest validation loss) or last.ckpt")
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
 
+def read_input(src:str, text_field:str='text')->tuple[list[str], list[int]]:
+    "The texts of `--input`, one per output line, and the line each starts on: a .csv or .jsonl file's `text_field` (a blank one is an error naming its line), or the non-blank lines of a .txt file, or of stdin when `src` is '-'."
+    from txc.data import read_rows, text_format, utf8_lines
+    if src != '-' and text_format(Path(src), '--input') != '.txt': return read_rows(src, text_field, blank='refuse')[::2]
+    raw, name = (sys.stdin.buffer.read(), 'stdin') if src == '-' else (Path(src).read_bytes(), src)
+    found = [(line.rstrip('\r\n'), i) for i, line in enumerate(utf8_lines(raw, name), 1) if line.strip()]
+    return [t for t, _ in found], [i for _, i in found]
+
 def read_lines(src:str, text_field:str='text')->list[str]:
-    "The texts of `--input`, one per output line: a .csv or .jsonl file's `text_field` (a blank one is an error naming its line), or the non-blank lines of a .txt file, or of stdin when `src` is '-'."
-    from txc.data import read_texts, text_format, decode_utf8, split_lines
-    if src == '-': raw, name = sys.stdin.buffer.read(), 'stdin'
-    elif text_format(Path(src), '--input') != '.txt': return read_texts(src, text_field, blank='refuse')[0]
-    else: raw, name = Path(src).read_bytes(), src
-    return [l for l in split_lines(decode_utf8(raw, name)) if l.strip()]
+    "The texts of `--input`, one per output line (see `read_input`)."
+    return read_input(src, text_field)[0]
+
+def nothing_to_label(predictor, texts:list[str], lines:list[int]|None, src:str|None):
+    "DataError naming the first text (`--text`, or the line of `src`) that `predictor`'s tokenizer encodes to `[CLS] [SEP]` alone."
+    if not (bad := predictor.tokenless(texts)): return
+    t, more = texts[bad[0]], f'; {len(bad)} texts are like it' if len(bad) > 1 else ''
+    where = f'--text {t!r}' if lines is None else f"{'stdin' if src == '-' else src}, line {lines[bad[0]]}: the text {t!r:.40}"
+    raise DataError(f'{where} holds only characters the tokenizer drops (zero-width, control or format characters{more}), '
+                    'so it encodes to [CLS] [SEP] alone, like an empty text, and there is nothing to label: fill or drop it')
 
 def dataset_classes(dataset_path)->list[str]|None:
     "The class names, in id order, of the `labels.json` that `txc prepare` wrote beside a dataset, or None."
@@ -186,7 +198,7 @@ def cmd_predict(args):
         if not Path(n).is_dir(): return outputs(RunDir.of(n, 'finetuning', args.root)).path
         return Path(n) if (Path(n) / 'checkpoints').is_dir() else outputs(RunDir(Path(n))).path
     runs = [run_path(n) for n in args.name]
-    texts = [] if args.score else args.text or read_lines(args.input, args.text_field)   # bad texts fail before a model loads
+    texts, lines = ([], None) if args.score else (args.text, None) if args.text else read_input(args.input, args.text_field)   # bad texts fail before a model loads
     if not (args.score or texts): raise DataError(f"--input {args.input}: no text to label (every line is blank)")
     if blank := [t for t in texts if not t.strip()]: raise DataError(f"--text {blank[0]!r}: an empty text has nothing to label")
     ck = f'checkpoints/{args.checkpoint}'
@@ -199,6 +211,7 @@ def cmd_predict(args):
         ds = load_tensor_dataset(args.score, num_labels=len(names or predictor.labels), require_labels=True, vocab_size=vocab)
         print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds, names))))
         return
+    nothing_to_label(predictor, texts, lines, args.input)
     for text, p in zip(texts, predictor.predict(texts)):
         print(json.dumps(dict(text=text, **p)))
 

@@ -5,21 +5,24 @@
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
 import codecs, csv, hashlib, io, json, math, re, time, warnings
+from array import array
+from itertools import accumulate
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from .config import DataError, check_out_dir
-from .tokenizer import WordPieceTokenizer
+from .tokenizer import WordPieceTokenizer, encode_flat
 from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpus, classification_splits, mlm_texts, source_split
 
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'text_format', 'decode_utf8',
-           'split_lines', 'read_texts', 'parse_splits', 'split_indices', 'encode_texts', 'write_splits', 'vocab_sha256',
-           'check_same_vocab', 'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits',
-           'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
+           'split_lines', 'utf8_lines', 'read_rows', 'read_texts', 'parse_splits', 'split_indices', 'encode_ragged',
+           'pad_rows', 'encode_texts', 'write_rows', 'encode_parts', 'write_splits', 'vocab_sha256', 'check_same_vocab',
+           'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus',
+           'classification_splits', 'mlm_texts', 'source_split']
 
 # %% ../nbs/02_data.ipynb #0503a578
 _all_ = ['SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
@@ -129,13 +132,25 @@ def split_lines(s:str) -> list[str]:
     lines = _NEWLINE.split(s)
     return lines[:-1] if lines[-1] == '' else lines
 
+_LINE = re.compile(rb'[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+')     # UTF-8 never has the bytes of \r or \n inside another character
+
+def utf8_lines(raw:bytes, source, piece:int=1 << 23) -> Iterator[str]:
+    "The lines of `raw` (as `split_lines` cuts them, each with its line end), decoded one by one; `decode_utf8`'s BOM rule and error, before the first line."
+    a = skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    while a < len(raw):                          # check it all first, a few MB of whole lines at a time, so that a bad byte is found before a csv or JSON error after it
+        b = raw.find(b'\n', a + piece) + 1 or len(raw)
+        try: raw[a:b].decode('utf-8')
+        except UnicodeDecodeError as e: raise _not_utf8(source, e, raw, a) from None
+        a = b
+    for m in _LINE.finditer(raw, skip): yield m.group().decode('utf-8')
+
 # %% ../nbs/02_data.ipynb #7ec2f4ac
 def _names(fields) -> str: return ', '.join(map(repr, fields)) or 'none'   # quoted: a field ' label' shows its space
 
-def _csv_records(p, text:str):
-    "(first line, fields) of each record of a csv; strict, so a quote left open is an error, not a text that swallows the rows after it."
+def _csv_records(p, lines:Iterable[str]):
+    "(first line, fields) of each record of a csv given as lines with their ends; strict, so a quote left open is an error, not a text that swallows the rows after it."
     csv.field_size_limit(2**31 - 1)                  # a long text is a text: the module's default stops fields at 128 KiB
-    r, start = csv.reader(io.StringIO(text, newline=''), strict=True), 1
+    r, start = csv.reader(lines, strict=True), 1
     while True:
         try: row = next(r)
         except StopIteration: return
@@ -144,9 +159,9 @@ def _csv_records(p, text:str):
         yield start, row
         start = r.line_num + 1
 
-def _csv_rows(p, text:str):
+def _csv_rows(p, lines:Iterable[str]):
     "(line, dict) pairs of a csv's rows, refusing what `csv.DictReader` gets wrong silently: too many or too few fields, a column named twice."
-    recs = _csv_records(p, text)
+    recs = _csv_records(p, lines)
     header = next((row for _, row in recs if row), None)
     if header is None: return
     if dup := [f for i, f in enumerate(header) if f in header[:i]]:
@@ -160,9 +175,9 @@ def _csv_rows(p, text:str):
         yield i, dict(zip(header, row))
 
 # %% ../nbs/02_data.ipynb #2054efe4
-def _jsonl_rows(p, text:str):
+def _jsonl_rows(p, lines:Iterable[str]):
     "(line, dict) pairs of a jsonl file's non-blank lines."
-    for i, line in enumerate(split_lines(text), 1):
+    for i, line in enumerate(lines, 1):
         if not line.strip(): continue
         try: row = json.loads(line)
         except json.JSONDecodeError as e: raise DataError(f'{p}, line {i}: not valid JSON ({e.msg}): each line must be one JSON object') from None
@@ -170,9 +185,9 @@ def _jsonl_rows(p, text:str):
         yield i, row
 
 def _rows(p:Path, ext:str):
-    "(line, dict) pairs of a csv or jsonl file."
-    text = decode_utf8(p.read_bytes(), p)
-    return _csv_rows(p, text) if ext == '.csv' else _jsonl_rows(p, text)
+    "(line, dict) pairs of a csv or jsonl file, read line by line."
+    lines = utf8_lines(p.read_bytes(), p)
+    return _csv_rows(p, lines) if ext == '.csv' else _jsonl_rows(p, lines)
 
 # %% ../nbs/02_data.ipynb #80fff8cf
 def _missing_field(p, ext, i, kind, field, row, flag):
@@ -190,24 +205,9 @@ def _field_value(p, i, row, field, kind):
     fix = 'labels must be JSON strings or integers (1.0 and true would each become a class of their own)' if kind == 'label' else 'a text must be a JSON string'
     raise DataError(f'{p}, line {i}: the {kind} field {field!r} holds {what} ({json.dumps(v)[:40]}), not a string: {fix}')
 
-def read_texts(input,                    # .txt, .csv or .jsonl path (suffix in any case), or 'bundled'
-               text_field:str='text',    # csv column / json key holding the text
-               label_field:str|None=None,# csv column / json key holding the label, if any
-               blank:str='skip',         # a row with a blank or null text: 'skip' it (one warning for all), or 'refuse' it
-              ) -> tuple[list[str], list[str]|None]:
-    "Texts (and labels as strings, when `label_field`) from a file; `DataError` for user mistakes."
-    if str(input) == 'bundled': return mlm_texts(), None
-    p = Path(input)
-    if (ext := text_format(p)) == '.txt':
-        if label_field: raise DataError(f'{p} is a .txt file and has no fields, so no label field {label_field!r}: use .csv or .jsonl for labelled data')
-        texts, labels = [l.strip() for l in split_lines(decode_utf8(p.read_bytes(), p)) if l.strip()], None
-    else: texts, labels = _read_fields(p, ext, text_field, label_field, blank)
-    if not texts: raise DataError(f'input file {p} holds no texts (it is empty or every text is blank): give a file with at least one text')
-    return texts, labels
-
 # %% ../nbs/02_data.ipynb #ab0b4b5b
 def _read_fields(p, ext, text_field, label_field, blank='skip'):
-    texts, labels, blanks = [], [] if label_field else None, []
+    texts, labels, lines, blanks = [], [] if label_field else None, array('q'), []
     for i, row in _rows(p, ext):
         for kind, field, flag in (('text', text_field, '--text-field'), ('label', label_field, '--label-field')):
             if field and field not in row: raise _missing_field(p, ext, i, kind, field, row, flag)
@@ -215,13 +215,35 @@ def _read_fields(p, ext, text_field, label_field, blank='skip'):
         if text is None or not text.strip():
             if blank == 'refuse': raise DataError(f'{p}, line {i}: the text field {text_field!r} is blank: `txc predict` prints one line per row, in order, so every row needs a text: fill or drop it')
             blanks.append(i); continue
-        texts.append(text.strip())
+        texts.append(text.strip()); lines.append(i)
         if label_field:
             y = _field_value(p, i, row, label_field, 'label')
             if y is None or not y.strip(): raise DataError(f'{p}, line {i}: empty label in field {label_field!r}: every text needs a label')
             labels.append(y.strip())
     if blanks: warnings.warn(f'{p}: skipped {len(blanks)} row(s) whose text field {text_field!r} is blank or null (the first on line {blanks[0]}); fill or drop them to silence this')
-    return texts, labels
+    return texts, labels, lines
+
+# %% ../nbs/02_data.ipynb #e4b1c2d3
+def read_rows(input,                    # .txt, .csv or .jsonl path (suffix in any case), or 'bundled'
+              text_field:str='text',    # csv column / json key holding the text
+              label_field:str|None=None,# csv column / json key holding the label, if any
+              blank:str='skip',         # a row with a blank or null text: 'skip' it (one warning for all), or 'refuse' it
+             ) -> tuple[list[str], list[str]|None, array|None]:
+    "Texts, labels (as strings, when `label_field`) and the line each text starts on (None for 'bundled'); `DataError` for user mistakes."
+    if str(input) == 'bundled': return mlm_texts(), None, None
+    p = Path(input)
+    if (ext := text_format(p)) != '.txt': texts, labels, lines = _read_fields(p, ext, text_field, label_field, blank)
+    elif label_field: raise DataError(f'{p} is a .txt file and has no fields, so no label field {label_field!r}: use .csv or .jsonl for labelled data')
+    else:
+        texts, labels, lines = [], None, array('q')
+        for i, line in enumerate(utf8_lines(p.read_bytes(), p), 1):
+            if text := line.strip(): texts.append(text); lines.append(i)
+    if not texts: raise DataError(f'input file {p} holds no texts (it is empty or every text is blank): give a file with at least one text')
+    return texts, labels, lines
+
+def read_texts(input, text_field:str='text', label_field:str|None=None, blank:str='skip') -> tuple[list[str], list[str]|None]:
+    "Texts (and labels as strings, when `label_field`) from a file, as `read_rows` reads them; `DataError` for user mistakes."
+    return read_rows(input, text_field, label_field, blank)[:2]
 
 # %% ../nbs/02_data.ipynb #52405211
 def parse_splits(splits) -> tuple[float, float, float]:
@@ -244,13 +266,34 @@ def split_indices(n:int, splits, seed:int=0) -> dict[str, list[int]]:
     return dict(train=perm[:n - nv - nt], val=perm[n - nv - nt:n - nt], test=perm[n - nt:])
 
 # %% ../nbs/02_data.ipynb #ab79b10c
-def encode_texts(tok:WordPieceTokenizer, texts:list[str], max_length:int=128, chunk:int=8192) -> tuple[torch.Tensor, torch.Tensor]:
-    "`input_ids` (N, T) long and `attention_mask` (N, T) bool True = PAD for all `texts`, T = longest."
-    encs = [tok.encode(texts[i:i + chunk], max_length=max_length) for i in range(0, len(texts), chunk)]
-    T = max(e['input_ids'].shape[1] for e in encs)
-    ids = torch.cat([F.pad(e['input_ids'], (0, T - e['input_ids'].shape[1]), value=tok.pad_id) for e in encs])
-    mask = torch.cat([F.pad(e['attention_mask'], (0, T - e['attention_mask'].shape[1]), value=True) for e in encs])
+def _as_tensor(a:array) -> torch.Tensor:
+    "An `array` of 'h', 'i' or 'q' as a tensor over the same memory."
+    dt = {'h': torch.int16, 'i': torch.int32, 'q': torch.long}[a.typecode]
+    return torch.frombuffer(a, dtype=dt) if len(a) else torch.zeros(0, dtype=dt)
+
+def encode_ragged(tok:WordPieceTokenizer, texts:list[str], max_length:int=128, chunk:int=1024) -> tuple[torch.Tensor, torch.Tensor]:
+    "All `texts`' token ids end to end, unpadded (int16 when the vocab fits, else int32), and each text's length, `[CLS]` and `[SEP]` included."
+    ids, lengths = array('h' if tok.vocab_size <= 2**15 else 'i'), array('q')
+    for i in range(0, len(texts), chunk): encode_flat(tok, texts[i:i + chunk], max_length, ids, lengths)
+    return _as_tensor(ids), _as_tensor(lengths)
+
+# %% ../nbs/02_data.ipynb #a9b8c7d6
+def pad_rows(flat:torch.Tensor, lengths:torch.Tensor, # what `encode_ragged` returns
+             rows, pad_id:int, chunk:int=8192) -> tuple[torch.Tensor, torch.Tensor]:
+    "`input_ids` (n, T) long padded with `pad_id` and `attention_mask` (n, T) True = PAD of `rows` (indices into `lengths`, in their order); T = their longest."
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    starts, lens = (lengths.cumsum(0) - lengths)[rows], lengths[rows]
+    mask = torch.arange(int(lens.max()) if len(rows) else 0) >= lens[:, None]
+    ids = torch.full(mask.shape, pad_id, dtype=torch.long)
+    for a in range(0, len(rows), chunk):
+        s, l = starts[a:a + chunk], lens[a:a + chunk]
+        src = torch.repeat_interleave(s - (l.cumsum(0) - l), l) + torch.arange(int(l.sum()))   # row r's tokens: flat[s_r : s_r + l_r]
+        ids[a:a + chunk].masked_scatter_(~mask[a:a + chunk], flat[src].long())
     return ids, mask
+
+def encode_texts(tok:WordPieceTokenizer, texts:list[str], max_length:int=128, chunk:int=1024) -> tuple[torch.Tensor, torch.Tensor]:
+    "`input_ids` (N, T) long and `attention_mask` (N, T) bool True = PAD for all `texts`, T = longest."
+    return pad_rows(*encode_ragged(tok, texts, max_length, chunk), range(len(texts)), tok.pad_id)
 
 # %% ../nbs/02_data.ipynb #373003ad
 def _label_names(labels:list[str]) -> list[str]:
@@ -283,26 +326,57 @@ def _check_splits(p, parts, names):
         warnings.warn(f'{p}: class(es) {", ".join(repr(names[i]) for i in absent)} have no example in the train split, only in val/test, '
                       'so the model cannot learn them: add examples, or try another --seed')
 
-def _user_splits(input, text_field, label_field, splits, seed):
-    texts, labels = read_texts(input, text_field, label_field)
-    names = _label_names(labels) if labels is not None else None
-    if names: _check_labels(input, label_field, labels, names)
-    ids = [names.index(l) for l in labels] if names else None
-    idx = split_indices(len(texts), splits, seed)
-    parts = {k: ([texts[i] for i in v], [ids[i] for i in v] if ids else None) for k, v in idx.items()}
-    _check_splits(input, parts, names)
-    return parts, names
+def _class_ids(p, label_field, labels) -> tuple[list[str], list[int]]:
+    "The class names in id order and each label's id, once `_check_labels` passes them."
+    names = _label_names(labels); _check_labels(p, label_field, labels, names)
+    index = {n: i for i, n in enumerate(names)}
+    return names, [index[l] for l in labels]
+
+def _skip_tokenless(p, texts, lines, lengths) -> torch.Tensor:
+    "Indices of the texts that hold a token; one warning for the others, which encode to `[CLS] [SEP]` alone; `DataError` if none does."
+    empty = (lengths == 2).nonzero().flatten()
+    if not len(empty): return torch.arange(len(texts))
+    i = int(empty[0]); first = f'the first on {f"line {lines[i]}" if lines is not None else f"text {i + 1}"}: {texts[i]!r:.40}'
+    why = 'hold only characters the tokenizer drops (zero-width, control or format characters)'
+    if len(empty) == len(texts): raise DataError(f'input file {p}: all its {len(texts)} text(s) {why}, so none holds a token ({first}): give a file with text')
+    warnings.warn(f'{p}: skipped {len(empty)} text(s) that {why}, so they encode to [CLS] [SEP] alone ({first}); fill or drop them to silence this')
+    return (lengths != 2).nonzero().flatten()
+
+# %% ../nbs/02_data.ipynb #b2c3d4e5
+def _user_splits(tok, input, text_field, label_field, splits, seed, max_length):
+    "A user file read and encoded once: its `encode_ragged` encoding, `{split: (rows, label ids or None)}` and the class names."
+    texts, labels, lines = read_rows(input, text_field, label_field)
+    names, y = _class_ids(input, label_field, labels) if labels is not None else (None, None)   # a wrong --label-field fails before the encoding
+    enc = encode_ragged(tok, texts, max_length)
+    kept = _skip_tokenless(input, texts, lines, enc[1])
+    if names and len(kept) < len(texts):
+        kl = [labels[i] for i in kept.tolist()]
+        names, y = _class_ids(input, label_field, kl) if set(kl) != set(names) else (names, [y[i] for i in kept.tolist()])
+    parts = {k: (kept[v], [y[i] for i in v] if names else None) for k, v in split_indices(len(kept), splits, seed).items()}
+    _check_splits(input, {k: ([texts[r] for r in rows.tolist()], ys) for k, (rows, ys) in parts.items()}, names)
+    return enc, parts, names
 
 # %% ../nbs/02_data.ipynb #c78b4bc0
+def write_rows(enc:tuple[torch.Tensor, torch.Tensor], # an `encode_ragged` encoding
+               parts:dict, out:Path, pad_id:int) -> dict[str, tuple[int, int]]:
+    "Write `{split: (rows of `enc`, label ids or None)}` as `out/{split}.pt`, one split in memory at a time; returns `{split: (rows, seq_len)}`."
+    shapes = {}
+    for k, (rows, labels) in parts.items():
+        if not len(rows): (out/f'{k}.pt').unlink(missing_ok=True); continue
+        ids, mask = pad_rows(*enc, rows, pad_id)
+        torch.save(TensorDataset(ids, mask, *([torch.tensor(labels, dtype=torch.long)] if labels else [])), out/f'{k}.pt')
+        shapes[k] = tuple(ids.shape); del ids, mask
+    return shapes
+
+def encode_parts(tok:WordPieceTokenizer, parts:dict, max_length:int=128) -> tuple[tuple, dict]:
+    "`{split: (texts, labels)}` encoded at once: the encoding, and `{split: (its rows, labels)}` for `write_rows`."
+    ends = list(accumulate(len(texts) for texts, _ in parts.values()))
+    enc = encode_ragged(tok, [t for texts, _ in parts.values() for t in texts], max_length)
+    return enc, {k: (range(e - len(texts), e), labels) for (k, (texts, labels)), e in zip(parts.items(), ends)}
+
 def write_splits(tok:WordPieceTokenizer, parts:dict, out:Path, max_length:int=128) -> dict[str, tuple[int, int]]:
     "Encode `{split: (texts, label ids or None)}` to `out/{split}.pt`; returns `{split: (rows, seq_len)}`."
-    shapes = {}
-    for k, (texts, labels) in parts.items():
-        if not texts: (out/f'{k}.pt').unlink(missing_ok=True); continue
-        ids, mask = encode_texts(tok, texts, max_length)
-        torch.save(TensorDataset(ids, mask, *([torch.tensor(labels, dtype=torch.long)] if labels else [])), out/f'{k}.pt')
-        shapes[k] = tuple(ids.shape)
-    return shapes
+    return write_rows(*encode_parts(tok, parts, max_length), out, tok.pad_id)
 
 # %% ../nbs/02_data.ipynb #62b8ed08
 def vocab_sha256(vocab_dir)->str|None:
@@ -335,9 +409,10 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
     tok = WordPieceTokenizer.load(tokenizer_dir)
     max_length = max_length or tok.max_length
     bundled = str(input) in ('bundled', 'bundled-sections')
-    parts, names = bundled_splits(str(input)) if bundled else _user_splits(input, text_field, label_field, splits, seed)
+    if bundled: (enc, parts), names = encode_parts(tok, (b := bundled_splits(str(input)))[0], max_length), b[1]
+    else: enc, parts, names = _user_splits(tok, input, text_field, label_field, splits, seed, max_length)
     out.mkdir(parents=True, exist_ok=True)
-    shapes = write_splits(tok, parts, out, max_length)
+    shapes = write_rows(enc, parts, out, tok.pad_id)
     if names: (out/'labels.json').write_text(json.dumps(names, indent=1) + '\n')
     else: (out/'labels.json').unlink(missing_ok=True)
     info = dict(input=str(input), task='classification' if names else 'mlm', counts={k: n for k, (n, _) in shapes.items()},

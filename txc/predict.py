@@ -12,6 +12,7 @@ import json
 from torch.utils.data import TensorDataset
 from .config import ConfigError, DataError, TxcConfig
 from .data import vocab_sha256
+from .tokenizer import tokenless_texts
 from .config_io import config_error
 from .heads import Classifier
 from .collate import collate_trim
@@ -101,6 +102,13 @@ class Ensemble(Predictor):
     def from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Ensemble:
         "A one-member Ensemble (what `Predictor.from_run` would build, as an Ensemble)."
         return cls.from_runs([run_dir], checkpoint)
+
+# %% ../nbs/08a_predict.ipynb #d2e3f4a5
+def _tokenless(self, texts:list[str])->list[int]:
+    "Indices of the `texts` that leave nothing to label: this predictor's tokenizer (any member's) encodes them to `[CLS] [SEP]` alone."
+    return sorted({i for m in getattr(self, 'members', [self]) for i in tokenless_texts(m.tokenizer, list(texts))})
+
+Predictor.tokenless = _tokenless
 
 # %% ../nbs/08a_predict.ipynb #a5b6c7d8
 @torch.no_grad()

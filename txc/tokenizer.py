@@ -4,7 +4,9 @@
 
 # %% ../nbs/01_tokenizer.ipynb #af4eabdd
 from __future__ import annotations
-import json, re
+import functools, json, re, unicodedata, warnings
+from array import array
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -15,8 +17,9 @@ from tokenizers.models import WordPiece
 from .config import ConfigError, DataError, check_out_dir
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'VOCAB_FILES', 'MAX_WORD_CHARS', 'pad_vocab', 'bert_tokenizer', 'continuation_tokens', 'train_vocab',
-           'to_tensors', 'WordPieceTokenizer', 'save_vocab_dir', 'load_vocab_dir', 'from_vocab_file']
+__all__ = ['SPECIAL_TOKENS', 'VOCAB_FILES', 'MAX_WORD_CHARS', 'pad_vocab', 'bert_tokenizer', 'continuation_tokens',
+           'oversize_note', 'train_vocab', 'to_tensors', 'WordPieceTokenizer', 'encode_flat', 'tokenless_texts',
+           'save_vocab_dir', 'load_vocab_dir', 'from_vocab_file']
 
 # %% ../nbs/01_tokenizer.ipynb #e08157db
 SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']  # ids 0..4 in vocabs txc trains
@@ -38,11 +41,13 @@ MAX_WORD_CHARS = 100                          # BERT's rule: encoding turns a lo
 def bert_tokenizer(vocab:dict[str, int],  # token -> id, must hold the SPECIAL_TOKENS
                    lowercase:bool=True,    # lowercase the text before WordPiece
                    strip_accents:bool|None=None, # None: strip accents iff lowercase (BERT's rule)
+                   nfc:bool=False,         # compose to NFC first when accents are kept (txc-trained vocabs; BERT has no such step)
                   ) -> Tokenizer:
-    "An HF `Tokenizer` that tokenizes like transformers' `BertTokenizerFast` over `vocab`."
+    "An HF `Tokenizer` that tokenizes like transformers' `BertTokenizerFast` over `vocab` (on NFC text, with `nfc` and accents kept)."
     tok = Tokenizer(WordPiece(vocab, unk_token='[UNK]', continuing_subword_prefix='##', max_input_chars_per_word=MAX_WORD_CHARS))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                strip_accents=strip_accents, lowercase=lowercase)
+    bert = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase)
+    keeps_accents = not (lowercase if strip_accents is None else strip_accents)
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), bert]) if nfc and keeps_accents else bert
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix='##')
     tok.add_special_tokens(SPECIAL_TOKENS)
@@ -86,12 +91,36 @@ def _lines(files) -> Iterator[str]:
         with open(f, encoding='utf-8') as fh: yield from fh
 
 # %% ../nbs/01_tokenizer.ipynb #da4b9a96
+@functools.cache
+def _decomposable() -> list[tuple[str, str]]: return [(c, d) for c in map(chr, range(0x110000)) if (d := unicodedata.normalize('NFD', c)) != c]
+
+def _compositions(chars:set[str]) -> set[str]:
+    "Characters NFC can compose from text written in `chars`: those of each character whose NFD uses only `chars` and the parts of `chars` NFC changes."
+    parts = set(chars) | set(unicodedata.normalize('NFD', ''.join(c for c in chars if not unicodedata.is_normalized('NFC', c))))
+    return {x for c, d in _decomposable() if set(d) <= parts for x in unicodedata.normalize('NFC', c)}
+
 def continuation_tokens(tok:Tokenizer, chars:set[str]) -> list[str]:
     "Sorted `##c` for every char `c` that can follow another inside a word once `chars` pass `tok`'s normaliser."
+    composes = tok.normalizer.normalize_str('e\u0301') == '\xe9'             # e + U+0301 becomes é
+    if composes: chars = set(chars) | _compositions(chars)
     cont = set()
     for c in chars:
-        for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(f'a{c}a')): cont.update(w[1:])
+        for probe in (f'a{c}a', f'0{c}0')[:1 + composes]:                     # no character composes with a leading 0
+            for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(probe)): cont.update(w[1:])
     return ['##' + c for c in sorted(cont)]
+
+# %% ../nbs/01_tokenizer.ipynb #96ea701e
+def oversize_note(vocab:Iterable[str], # a trained vocab's tokens, before `pad_vocab`
+                  vocab_size:int,       # the size asked for
+                 ) -> str|None:
+    "Why `vocab` is bigger than `vocab_size` rounded up to a multiple of 64 (the characters it must keep), or None if it is not."
+    vocab = list(vocab); asked, n = -(-vocab_size // 64) * 64, len(pad_vocab(vocab))
+    if n <= asked: return None
+    chars, cont = sum(len(t) == 1 for t in vocab), sum(len(t) == 3 and t.startswith('##') for t in vocab)
+    return (f'the tokenizer vocab has {n:,} tokens, {n - asked:,} more than vocab_size {vocab_size:,}{f" (rounded up to {asked:,})" if asked != vocab_size else ""} asks for: '
+            f'WordPiece keeps every character of the training text as a token, and this text has {chars:,} distinct ones (CJK ideographs, say)'
+            f'{f" plus {cont:,} ##-forms of the characters that continue words" if cont else ""}, so the vocab cannot be smaller; '
+            f'ask for vocab_size {n:,} or more to silence this (the model gets an embedding row per token either way)')
 
 # %% ../nbs/01_tokenizer.ipynb #ae6d08fb
 def train_vocab(files=None,           # text file(s), UTF-8, to train on
@@ -104,19 +133,20 @@ def train_vocab(files=None,           # text file(s), UTF-8, to train on
     if (files is None) == (texts is None): raise ConfigError('train the tokenizer on files= or texts=, exactly one of them')
     if vocab_size < 64: raise ConfigError(f'tokenizer vocab_size must be at least 64, got {vocab_size}')
     if min_frequency < 0: raise ConfigError(f'tokenizer min_frequency must be 0 or more, got {min_frequency}')
-    tok = bert_tokenizer({t: i for i, t in enumerate(SPECIAL_TOKENS)}, lowercase, strip_accents)
+    tok = bert_tokenizer({t: i for i, t in enumerate(SPECIAL_TOKENS)}, lowercase, strip_accents, nfc=True)
     if texts is not None: texts = list(_short_words(tok, _checked(texts))); chars = set().union(*texts)
     else: files, chars, long = _file_chars(files)
     specials = SPECIAL_TOKENS + continuation_tokens(tok, chars)
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
                                         special_tokens=specials, continuing_subword_prefix='##')
     if texts is not None: tok.train_from_iterator(texts, trainer)
-    elif long: tok.train_from_iterator(_short_words(bert_tokenizer(tok.get_vocab(), lowercase, strip_accents), _lines(files)), trainer)   # a twin: `tok` is busy training
+    elif long: tok.train_from_iterator(_short_words(bert_tokenizer(tok.get_vocab(), lowercase, strip_accents, nfc=True), _lines(files)), trainer)   # a twin: `tok` is busy training
     else: tok.train(files, trainer)
     vocab = tok.get_vocab()
     if len(vocab) == len(specials):
         raise DataError(f'no text to train the tokenizer on{f" in {files}" if files else ""}: no words, only blanks or control characters '
                         "(BERT's normaliser removes them); give input with text")
+    if note := oversize_note(vocab, vocab_size): warnings.warn(note)
     return pad_vocab(sorted(vocab, key=vocab.get))
 
 # %% ../nbs/01_tokenizer.ipynb #0b943bf6
@@ -124,8 +154,10 @@ def to_tensors(encodings:list, # HF `Encoding`s of one padded batch
               ) -> dict[str, torch.Tensor]:
     "`input_ids` (B, T) long and `attention_mask` (B, T) bool, True = PAD."
     if not encodings: return dict(input_ids=torch.zeros(0, 0, dtype=torch.long), attention_mask=torch.zeros(0, 0, dtype=torch.bool))
-    ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-    keep = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool)
+    B, T = len(encodings), len(encodings[0])
+    if any(len(e) != T for e in encodings): raise ValueError('to_tensors needs a padded batch: encodings of different lengths')
+    ids = torch.frombuffer(array('q', chain.from_iterable(e.ids for e in encodings)), dtype=torch.long).view(B, T)   # flat, not B lists
+    keep = torch.frombuffer(bytearray(chain.from_iterable(e.attention_mask for e in encodings)), dtype=torch.bool).view(B, T)
     return dict(input_ids=ids, attention_mask=~keep)
 
 # %% ../nbs/01_tokenizer.ipynb #02b2ae19
@@ -144,7 +176,7 @@ class WordPieceTokenizer:
     def train(cls, files=None, texts=None, vocab_size=8192, lowercase=True, strip_accents=True, min_frequency=2, max_length=128):
         "Train a new vocab on `files` or `texts`; see `train_vocab`."
         vocab = train_vocab(files, texts, vocab_size, lowercase, strip_accents, min_frequency)
-        return cls(bert_tokenizer({t: i for i, t in enumerate(vocab)}, lowercase, strip_accents), lowercase, strip_accents, max_length)
+        return cls(bert_tokenizer({t: i for i, t in enumerate(vocab)}, lowercase, strip_accents, nfc=True), lowercase, strip_accents, max_length)
 
     def encode(self, texts:list[str], max_length:int|None=None) -> dict[str, torch.Tensor]:
         "`[CLS] text [SEP]` ids truncated to `max_length` and padded to the longest; mask True = PAD."
@@ -165,6 +197,29 @@ class WordPieceTokenizer:
         "Texts of a batch of id sequences (list of lists or 2-D tensor)."
         if isinstance(ids, torch.Tensor): ids = ids.tolist()
         return self.tok.decode_batch([list(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+# %% ../nbs/01_tokenizer.ipynb #b8c9d0e1
+def encode_flat(tok:WordPieceTokenizer, texts:list[str], max_length:int|None=None,
+                ids:array|None=None,     # append the ids here: array('h') when every id fits in int16, else array('i')
+                lengths:array|None=None, # append each text's length here, an array('q')
+               ) -> tuple[array, array]:
+    "The ids of `[CLS] text [SEP]` for each text, truncated to `max_length` as `encode` does but unpadded, end to end; and each text's length."
+    if isinstance(texts, str): raise DataError(f'encode_flat takes a list of texts, got the str {texts!r:.40}: wrap it as [text]')
+    n = max_length or tok.max_length
+    if n < 2: raise ConfigError(f'tokenizer max_length must be at least 2 ([CLS] and [SEP]), got {n}')
+    ids = array('h' if tok.vocab_size <= 2**15 else 'i') if ids is None else ids
+    lengths = array('q') if lengths is None else lengths
+    tok.tok.enable_truncation(n); tok.tok.no_padding()
+    encs = tok.tok.encode_batch_fast(list(_checked(texts)))
+    ids.extend(chain.from_iterable(e.ids for e in encs)); lengths.extend(map(len, encs))
+    return ids, lengths
+
+# %% ../nbs/01_tokenizer.ipynb #7d3f4b21
+def tokenless_texts(tok:WordPieceTokenizer, texts:list[str], chunk:int=4096) -> list[int]:
+    "Indices of the `texts` that encode to `[CLS] [SEP]` alone: blank, or only characters the normaliser drops."
+    lengths = array('q')
+    for i in range(0, len(texts), chunk): encode_flat(tok, texts[i:i + chunk], 3, lengths=lengths)   # 3 tokens tell
+    return [i for i, n in enumerate(lengths) if n == 2]
 
 # %% ../nbs/01_tokenizer.ipynb #264057f0
 def save_vocab_dir(tok:WordPieceTokenizer, vocab_dir) -> Path:
