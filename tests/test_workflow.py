@@ -38,7 +38,7 @@ def tiny(d, data_dir, kind):
         if kind == 'finetuning': c['data']['labels_path'] = str(d / data_dir / 'labels.json')   # num_labels: the generator's
     return edit
 
-def test_cheat_sheet(tmp_path):
+def test_cheat_sheet(tmp_path, monkeypatch, capsys):
     d = tmp_path
     make_data(d)
     exp = d / 'experiments'
@@ -83,13 +83,28 @@ def test_cheat_sheet(tmp_path):
     got = json.loads(res.stdout)
     assert abs(got['macro_f1'] - float(test[0]['macro_f1'])) < 1e-9 and abs(got['accuracy'] - float(test[0]['accuracy'])) < 1e-9, (got, test)
     (d / 'texts.txt').write_text('chess game engine\n\nsynth audio\n')
-    res = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.txt', cwd=d)
+    res = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.txt', '--threads', '1', cwd=d)
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr
+    assert [json.loads(l)['line'] for l in res.stdout.splitlines()] == [1, 3]    # the input line of each text: blank lines are skipped
     piped = run_txc('predict', '-n', 'ft_v1', '--input', '-', cwd=d, input=(d / 'texts.txt').read_text())   # '-': the texts from stdin
     assert piped.returncode == 0 and piped.stdout == res.stdout, piped.stderr
     (d / 'texts.csv').write_text('section,body\nx,chess game engine\ny,synth audio\n')
     from_csv = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.csv', '--text-field', 'body', cwd=d)
-    assert from_csv.returncode == 0 and from_csv.stdout == res.stdout, from_csv.stderr
+    assert from_csv.returncode == 0, from_csv.stderr
+    csv_out, txt_out = ([json.loads(l) for l in r.stdout.splitlines()] for r in (from_csv, res))
+    assert [o.pop('line') for o in csv_out] == [2, 3] and csv_out == [{k: v for k, v in o.items() if k != 'line'} for o in txt_out]
+
+    from txc import cli                                                      # in process: Ctrl-C during the second chunk keeps the first
+    from txc.predict import Predictor
+    real, calls = Predictor.predict, []
+    def interrupted_at_2(self, texts, *a, **kw):
+        calls.append(texts)
+        if len(calls) == 2: raise KeyboardInterrupt
+        return real(self, texts, *a, **kw)
+    monkeypatch.chdir(d); monkeypatch.setattr(cli, 'PREDICT_CHUNK', 1); monkeypatch.setattr(Predictor, 'predict', interrupted_at_2)
+    capsys.readouterr()
+    assert cli.main(['predict', '-n', 'ft_v1', '--input', str(d / 'texts.txt')]) == 130
+    assert capsys.readouterr().out == res.stdout.splitlines(True)[0]          # printed and flushed before the interruption
 
 HEADER = '  test                accuracy  macro-F1'
 def score_rows(stdout):

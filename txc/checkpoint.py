@@ -151,9 +151,10 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
 class CheckpointCB(Callback):
     "Write last.ckpt periodically, best-model.ckpt on a better val loss, last.ckpt and model.ckpt at the end."
     order = 35                                        # after the loggers (29-31): a checkpoint never holds a step whose rows are not written
-    def __init__(self, run_dir, config:dict, every_n_steps:Optional[int]=None, vocab_sha:Optional[str]=None):
+    def __init__(self, run_dir, config:dict, every_n_steps:Optional[int]=None, vocab_sha:Optional[str]=None,
+                 meta:Optional[dict]=None): # more to record in every checkpoint (the class names and text length a classifier was trained on)
         self.dir, self.config, self.every = Path(run_dir) / 'checkpoints', config, every_n_steps
-        self.stamp = dict(vocab_sha256=vocab_sha) if vocab_sha else {}   # which vocab the embedding rows stand for
+        self.stamp = (dict(vocab_sha256=vocab_sha) if vocab_sha else {}) | (meta or {})   # which vocab the embedding rows stand for
     def before_fit(self, t):                                              # the run lock keeps other writers out: leftovers are a killed run's
         if dist_env().is_main and (gone := remove_partial_writes(self.dir)):
             print(f"removed {len(gone)} partial checkpoint write(s) of an interrupted run: {', '.join(p.name for p in gone)}")

@@ -11,11 +11,12 @@ from .config import TxcError, DataError, PRESETS, check_out_dir
 from .config_io import load_config, config_to_yaml
 
 # %% auto #0
-__all__ = ['COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare', 'add_check',
-           'check_config_files', 'cmd_check', 'add_train', 'add_train_args', 'add_import_bert', 'cmd_import_bert',
-           'cmd_train', 'add_predict', 'read_input', 'read_lines', 'nothing_to_label', 'dataset_classes', 'cmd_predict',
-           'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench', 'DefaultsFormatter', 'Parser', 'build_parser',
-           'say', 'guarded', 'finish', 'main', 'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
+__all__ = ['PREDICT_CHUNK', 'COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare',
+           'add_check', 'check_config_files', 'cmd_check', 'add_train', 'add_train_args', 'add_import_bert',
+           'cmd_import_bert', 'cmd_train', 'add_predict', 'read_input', 'read_lines', 'nothing_to_label',
+           'dataset_classes', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench',
+           'DefaultsFormatter', 'Parser', 'build_parser', 'say', 'guarded', 'finish', 'main',
+           'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
 def at_least(low:int, high:int=2**31 - 1):
@@ -95,6 +96,7 @@ def check_config_files(cfg, config_path)->str:
     from txc.experiments import RunDir, outputs, find_pretrained
     run = RunDir(Path(config_path).parent)
     out = outputs(run, cfg)                         # where train.py would run it, and look for its pretrained run from
+    check_out_dir(out.path, 'experiment.output_dir' if cfg.experiment.output_dir else 'run dir')   # a file in the way fails now, not at the start
     find_pretrained(cfg, out, run.path.parent.parent)
     load_tokenizer(cfg, warn_unused=False)
     if cfg.data.train.dataset_path: load_splits(cfg)
@@ -161,6 +163,7 @@ def add_predict(sub):
     p.add_argument('--checkpoint', default='model.ckpt', help="which of each run's checkpoints/ to predict with: model.ckpt (the final weights), "
                    "best-model.ckpt (the lowest validation loss) or last.ckpt")
     p.add_argument('--root', default='experiments', help='experiments root (default ./experiments)')
+    p.add_argument('--threads', type=at_least(1), default=None, help="torch threads (default: torch's, one per core); 1 is faster on a busy machine")
 
 def read_input(src:str, text_field:str='text')->tuple[list[str], list[int]]:
     "The texts of `--input`, one per output line, and the line each starts on: a .csv or .jsonl file's `text_field` (a blank one is an error naming its line), or the non-blank lines of a .txt file, or of stdin when `src` is '-'."
@@ -191,7 +194,10 @@ def dataset_classes(dataset_path)->list[str]|None:
     if not isinstance(names, list): raise DataError(f"{p} (the class names of {dataset_path}) is not a JSON list of class names ({names})")
     return [str(n) for n in names]
 
+PREDICT_CHUNK = 1024                                   # texts labelled, then printed, at a time
+
 def cmd_predict(args):
+    import torch
     from txc.predict import Predictor, Ensemble
     from txc.experiments import RunDir, outputs
     def run_path(n):                                   # a run dir; an experiment dir whose config sends its outputs elsewhere; or a name
@@ -212,8 +218,12 @@ def cmd_predict(args):
         print(json.dumps(dict(dataset=args.score, runs=[str(r) for r in runs], **predictor.score(ds, names))))
         return
     nothing_to_label(predictor, texts, lines, args.input)
-    for text, p in zip(texts, predictor.predict(texts)):
-        print(json.dumps(dict(text=text, **p)))
+    if args.threads: torch.set_num_threads(args.threads)
+    for i in range(0, len(texts), PREDICT_CHUNK):      # printed chunk by chunk: memory stays flat, and Ctrl-C keeps what is done
+        chunk = texts[i:i + PREDICT_CHUNK]
+        for j, (text, p) in enumerate(zip(chunk, predictor.predict(chunk))):
+            print(json.dumps(dict(text=text, **({} if lines is None else dict(line=lines[i + j])), **p)))
+        sys.stdout.flush()
 
 # %% ../nbs/10_cli.ipynb #c79c4fb0
 def add_quickstart(sub):

@@ -12,7 +12,7 @@ import json
 from torch.utils.data import TensorDataset
 from .config import ConfigError, DataError, TxcConfig
 from .data import vocab_sha256
-from .tokenizer import tokenless_texts
+from .tokenizer import tokenless_texts, _checked
 from .config_io import config_error
 from .heads import Classifier
 from .collate import collate_trim
@@ -22,9 +22,14 @@ from .training import load_tokenizer, label_names, seq_len
 from pydantic import ValidationError
 
 # %% auto #0
-__all__ = ['Predictor', 'Ensemble']
+__all__ = ['as_texts', 'Predictor', 'Ensemble']
 
 # %% ../nbs/08a_predict.ipynb #14320ce8
+def as_texts(texts, batch_size:int=64)->list[str]:
+    "`texts` as a list, checked whole before any work: a single string is one text; `DataError` naming the first item that is not a str."
+    if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return [texts] if isinstance(texts, str) else list(_checked(texts))
+
 class Predictor:
     "A finetuned Classifier with its tokenizer and class names, ready to label texts."
     def __init__(self, model:Classifier, tokenizer, labels:list[str], max_length:int=128):
@@ -32,12 +37,12 @@ class Predictor:
 
     @torch.no_grad()
     def predict_log_proba(self, texts:list[str], batch_size:int=64)->torch.Tensor:
-        "Log class probabilities, (N, num_labels); a single string is one text (N = 1), not N characters."
-        if isinstance(texts, str): texts = [texts]
+        "Log class probabilities, (N, num_labels); `texts`: any iterable of str, or a single string (one text, not N characters)."
+        texts, dev = as_texts(texts, batch_size), next(self.model.parameters()).device      # on the model's device, wherever it was moved
         out = []
         for i in range(0, len(texts), batch_size):
-            enc = self.tokenizer.encode(list(texts[i:i + batch_size]), max_length=self.max_length)
-            out.append(self.model(enc['input_ids'], enc['attention_mask'])[0].float().log_softmax(-1))
+            enc = self.tokenizer.encode(texts[i:i + batch_size], max_length=self.max_length)
+            out.append(self.model(enc['input_ids'].to(dev), enc['attention_mask'].to(dev))[0].float().log_softmax(-1).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
     def predict_proba(self, texts:list[str], batch_size:int=64)->torch.Tensor:
@@ -71,11 +76,15 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     if cfg.experiment.kind != 'finetuning': raise ConfigError(f"{run_dir} is a {cfg.experiment.kind} run: predict needs a finetuning run; pass -n a finetuning experiment")
     model = Classifier(cfg.architecture, cfg.classification_head)
     load_model_state(model, ck['model'], strict=True, source=str(run_dir / checkpoint))
-    n = cfg.classification_head.num_labels
-    cfg.tokenizer.vocab_dir, cfg.data.labels_path = _near_run(cfg.tokenizer.vocab_dir, run_dir), _near_run(cfg.data.labels_path, run_dir)
-    cfg.data.train.dataset_path = _near_run(cfg.data.train.dataset_path, run_dir)       # its prepare.json: how long the training texts were
+    cfg.tokenizer.vocab_dir = _near_run(cfg.tokenizer.vocab_dir, run_dir)
     check_checkpoint_vocab(ck, cfg.tokenizer.vocab_dir, str(run_dir / checkpoint))   # a vocab trained again in place would misread every text
-    p = cls(model, load_tokenizer(cfg, warn_unused=False), label_names(cfg) or [str(i) for i in range(n)], seq_len(cfg))
+    if (labels := ck.get('label_names')) is None:                                    # a checkpoint of an older txc: the files as they are now
+        cfg.data.labels_path = _near_run(cfg.data.labels_path, run_dir)
+        labels = label_names(cfg) or [str(i) for i in range(cfg.classification_head.num_labels)]
+    if (length := ck.get('max_length')) is None:
+        cfg.data.train.dataset_path = _near_run(cfg.data.train.dataset_path, run_dir)   # its prepare.json: how long the training texts were
+        length = seq_len(cfg)
+    p = cls(model, load_tokenizer(cfg, warn_unused=False), labels, length)
     p.vocab_dir = cfg.tokenizer.vocab_dir                # what `txc predict --score` checks a dataset's prepare.json against
     return p
 Predictor.from_run = classmethod(_from_run)
@@ -91,6 +100,7 @@ class Ensemble(Predictor):
 
     def predict_log_proba(self, texts:list[str], batch_size:int=64)->torch.Tensor:
         "Log class probabilities, (N, num_labels): the members' mean, renormalised."
+        texts = as_texts(texts, batch_size)                              # once: a generator would feed only the first member
         return torch.stack([m.predict_log_proba(texts, batch_size) for m in self.members]).mean(0).log_softmax(-1)
 
     @classmethod

@@ -170,7 +170,8 @@ def make_callbacks(cfg:TxcConfig, run_dir, env:DistEnv, ds:dict, eval_collate, d
     cfg_dict, bs, dev = cfg.model_dump(mode='json'), tc.eval_batch_size or 2 * tc.batch_size, device
     metrics = (lambda: ClassificationMetrics(cfg.classification_head.num_labels, dev, names)) if fine else (lambda: MLMMetrics(dev))
     def loader(s): return make_loader(ds[s], bs, eval_collate, False, seed, env.rank, env.world_size)
-    ck = CheckpointCB(run_dir, cfg_dict, tc.checkpoint_every_n_steps, vocab_sha256(cfg.tokenizer.vocab_dir))
+    meta = dict(max_length=seq_len(cfg)) | (dict(label_names=names) if names else {})     # what predict must read texts and labels as
+    ck = CheckpointCB(run_dir, cfg_dict, tc.checkpoint_every_n_steps, vocab_sha256(cfg.tokenizer.vocab_dir), meta)
     cbs = [FreezeCB(tc), DDPCB(), ThroughputCB(), ck, InterruptCB(ck)]                  # InterruptCB: Ctrl-C saves last.ckpt, then stops
     if tc.compile: cbs.append(CompileCB())
     if tc.early_stopping_patience and 'val' not in ds:
