@@ -219,6 +219,7 @@ def _relabelled_run(ws)->Path:
     ck = load_checkpoint(ws / 'experiments' / 'finetuning' / 'ft' / 'checkpoints' / 'model.ckpt')
     names = json.loads((ws / 'data' / 'labels.json').read_text())
     ck['config']['data']['labels_path'] = _rel(ws, _bad(ws, 'labels_swapped.json', json.dumps(names[::-1])))
+    ck['label_names'] = names[::-1]                                   # what its training recorded
     run = ws / 'bad' / 'ft_swapped'
     atomic_save(ck, run / 'checkpoints' / 'model.ckpt')
     return run
