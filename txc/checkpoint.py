@@ -18,18 +18,23 @@ from .distributed import barrier, dist_env, gather_objects
 from .trainer import Callback
 
 # %% auto #0
-__all__ = ['atomic_save', 'load_checkpoint', 'remove_partial_writes', 'rng_state', 'set_rng_state', 'full_state', 'model_state',
-           'load_model_state', 'check_checkpoint_vocab', 'restore', 'CheckpointCB', 'pid_alive', 'RunLock',
-           'RunInterrupted', 'InterruptCB']
+__all__ = ['current_umask', 'atomic_save', 'load_checkpoint', 'remove_partial_writes', 'rng_state', 'set_rng_state', 'full_state',
+           'model_state', 'load_model_state', 'check_checkpoint_vocab', 'restore', 'CheckpointCB', 'pid_alive',
+           'RunLock', 'RunInterrupted', 'InterruptCB']
 
 # %% ../nbs/07e_checkpoint.ipynb #6c0dd624
+def current_umask()->int:
+    "The process umask, read from /proc where it can be (os.umask can only read it by setting it, which races other threads' new files)."
+    try: return int(next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('Umask:')).split()[1], 8)
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o077); os.umask(mask); return mask        # no /proc: the brief mask is the strict one, never a looser one
+
 def atomic_save(obj, path)->Path:
     "torch.save `obj` to `path` via a temp file in the same dir, fsync and os.replace."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    umask = os.umask(0); os.umask(umask)
     try:
-        os.fchmod(fd, 0o666 & ~umask)                      # mkstemp makes it owner-only: give it the mode open() would
+        os.fchmod(fd, 0o666 & ~current_umask())           # mkstemp makes it owner-only: give it the mode open() would
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -252,6 +252,10 @@ class PretrainedExperimentConfig(Section):
     checkpoint: str = Field('checkpoints/model.ckpt', description="checkpoint inside that run dir")
 
 # %% ../nbs/00_config.ipynb #4313630c
+def _stored(info)->bool:
+    "Whether a config is being read back from a checkpoint (`model_validate(..., context={'stored': True})`), not set up to train."
+    return bool((info.context or {}).get('stored'))
+
 class TxcConfig(Section):
     "One experiment's config.yaml."
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig, description="what this run is")
@@ -280,19 +284,21 @@ class TxcConfig(Section):
         return self
 
     @model_validator(mode='after')
-    def _check_freeze(self):
+    def _check_freeze(self, info):
         "Freezing more layers than the encoder has is a config meant for another model; the freeze details without `freeze` do nothing."
         t = self.training
         if (n := t.freeze_n_layers) is not None and n > self.architecture.num_layers:
             raise ValueError(f"training.freeze_n_layers = {n} exceeds architecture.num_layers = {self.architecture.num_layers}: "
                              f"use at most {self.architecture.num_layers}, or null to freeze them all")
+        if _stored(info): return self                # a finished run's config: these knobs are its history, not a request
         if not t.freeze and (set_ := [k for k in ('freeze_n_layers', 'freeze_epochs') if getattr(t, k)]):
             raise ValueError(f"training.{' and '.join(set_)} act only with training.freeze: true, which is false: set it, or remove them")
         return self
 
     @model_validator(mode='after')
-    def _check_unused(self):
+    def _check_unused(self, info):
         "Knobs this run would not read are errors, not silent no-ops."
+        if _stored(info): return self
         t, fields = self.training, TrainingConfig.model_fields
         if t.early_stopping_patience and not (t.eval_every_n_steps or t.eval_each_epoch):
             raise ValueError("training.early_stopping_patience needs evaluations during training, but eval_every_n_steps is null and "

@@ -71,7 +71,7 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
         unfinished = '' if 'model.ckpt' in held else f"the run has not finished (finish it with `train.py -n {run_dir.name} -m finetuning --resume`); "
         raise ConfigError(f"{run_dir / checkpoint} not found: {unfinished}it holds {', '.join(held)}: predict with one of those (txc predict --checkpoint {held[0]})")
     ck = load_checkpoint(run_dir / checkpoint)
-    try: cfg = TxcConfig.model_validate(ck['config'])
+    try: cfg = TxcConfig.model_validate(ck['config'], context={'stored': True})     # as trained, no-op knobs of an older txc included
     except ValidationError as e: raise config_error(e, f"{run_dir / checkpoint} (stored config)") from None
     if cfg.experiment.kind != 'finetuning': raise ConfigError(f"{run_dir} is a {cfg.experiment.kind} run: predict needs a finetuning run; pass -n a finetuning experiment")
     model = Classifier(cfg.architecture, cfg.classification_head)

@@ -217,8 +217,11 @@ def encode_flat(tok:WordPieceTokenizer, texts:list[str], max_length:int|None=Non
 # %% ../nbs/01_tokenizer.ipynb #7d3f4b21
 def tokenless_texts(tok:WordPieceTokenizer, texts:list[str], chunk:int=4096) -> list[int]:
     "Indices of the `texts` that encode to `[CLS] [SEP]` alone: blank, or only characters the normaliser drops."
-    lengths = array('q')
-    for i in range(0, len(texts), chunk): encode_flat(tok, texts[i:i + chunk], 3, lengths=lengths)   # 3 tokens tell
+    if hasattr(tok, 'tok'):
+        lengths = array('q')
+        for i in range(0, len(texts), chunk): encode_flat(tok, texts[i:i + chunk], 3, lengths=lengths)   # 3 tokens tell
+    else:                                      # a `tokenizer.wrapper_path` class: only its `encode` is promised
+        lengths = [n for i in range(0, len(texts), chunk) for n in (~tok.encode(texts[i:i + chunk], max_length=3)['attention_mask']).sum(1).tolist()]
     return [i for i, n in enumerate(lengths) if n == 2]
 
 # %% ../nbs/01_tokenizer.ipynb #264057f0

@@ -149,23 +149,27 @@ def _one_epoch(self:Trainer):
     self._acc = torch.zeros(4, dtype=torch.float64, device=self.device)   # weighted loss sum, loss weight, tokens, stop votes
     batches = iter(self.train_dl)
     while group := list(itertools.islice(batches, self.grad_accum - self.batch_in_epoch % self.grad_accum)):  # an epoch's last may be short
-        weights = torch.tensor([self.loss_weight(b) for b in group], dtype=torch.float64).to(self.device)
-        for i, (batch, w, share) in enumerate(zip(group, weights, group_shares(weights))):
+        weights = [self.loss_weight(b) for b in group]                 # from the batches on the host: no wait for the GPU
+        for i, (batch, w, share) in enumerate(zip(group, weights, group_shares(weights, self.device))):
             self.micro_step(batch, w, share, sync=i == len(group) - 1)
             self.batch_in_epoch += 1
         self.optimizer_step()
 
-def group_shares(weights:torch.Tensor) -> torch.Tensor:
+def group_shares(weights:list[float], device=None) -> list:
     "Each micro-batch's share of its step: its loss weight over the group's, summed over processes (whose gradients DDP averages)."
-    total = weights.sum()
-    if dist.is_available() and dist.is_initialized(): dist.all_reduce(total); total = total / dist.get_world_size()
-    return torch.where(total > 0, weights / total, 0.).float()        # a group with nothing to predict (no masked token) adds nothing
+    total = sum(weights)
+    if not (dist.is_available() and dist.is_initialized()):
+        return [w / total if total > 0 else 0.0 for w in weights]    # floats: exactly 1.0 for a group of one; 0 when nothing is predicted
+    t = torch.tensor([total], dtype=torch.float64)
+    if device is not None and torch.device(device).type == 'cuda': t = t.pin_memory().to(device, non_blocking=True)   # as nccl needs, unwaited
+    dist.all_reduce(t); t = t / dist.get_world_size()
+    return [torch.where(t[0] > 0, w / t[0], 0.).float() for w in weights]
 
 Trainer.fit, Trainer.one_epoch = _fit, _one_epoch
 
 
 # %% ../nbs/07_trainer.ipynb #69dfb4f1
-def _micro_step(self:Trainer, batch:dict, weight:torch.Tensor, share:torch.Tensor, sync:bool):
+def _micro_step(self:Trainer, batch:dict, weight:float, share, sync:bool):
     "Forward and backward one micro-batch whose loss is a mean over `weight` predictions, with its gradient scaled to its `share` of the step."
     self.batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
     self.callback('before_batch')
@@ -175,7 +179,7 @@ def _micro_step(self:Trainer, batch:dict, weight:torch.Tensor, share:torch.Tenso
         if self.loss_fn is not None: loss = self.loss_fn(logits, self.batch)
         self.precision.scaler.scale(loss * share).backward()
     tokens = (~self.batch['attention_mask']).sum()
-    self._acc[:3] += torch.stack([loss.detach().double() * weight, weight, tokens.double()])   # stays on the device: no sync
+    self._acc[:3] += torch.stack([loss.detach().double() * weight, self._acc.new_full((), weight), tokens.double()])   # stays on the device: no sync
 
 def _optimizer_step(self:Trainer):
     acc, self._acc = self._acc, torch.zeros_like(self._acc)

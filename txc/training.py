@@ -197,7 +197,7 @@ def resume_path(cfg:TxcConfig, run_dir)->Path:
                                           "best-model.ckpt or model.ckpt, or set training.resume.is_resume: false")
     return p
 
-RESUME_FREE = ('experiment.name', 'experiment.output_dir', 'logging.', 'training.resume.', 'training.device', 'training.num_threads',
+RESUME_FREE = ('experiment.name', 'experiment.output_dir', 'experiment.description', 'logging.', 'training.resume.', 'training.device', 'training.num_threads',
                'training.compile', 'training.use_amp', 'training.checkpoint_every_n_steps', 'training.eval_batch_size', 'data.',
                'tokenizer.vocab_dir', 'pretrained_experiment')    # settings a full resume may change: they do not change what is trained
 
