@@ -86,6 +86,11 @@ def test_cheat_sheet(tmp_path, monkeypatch, capsys):
     res = run_txc('predict', '-n', 'ft_v1', '--input', d / 'texts.txt', '--threads', '1', cwd=d)
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr
     assert [json.loads(l)['line'] for l in res.stdout.splitlines()] == [1, 3]    # the input line of each text: blank lines are skipped
+    assert res.stderr == '', res.stderr
+    alien = run_txc('predict', '-n', 'ft_v1', '--text', 'chess game engine', '--text', 'Шахматная программа', cwd=d)   # a script the vocab lacks
+    assert alien.returncode == 0 and len(alien.stdout.splitlines()) == 2, alien.stderr     # labelled, with one warning
+    assert alien.stderr.splitlines() == ["warning: 1 of 2 texts are mostly [UNK] to the run's vocab (at least half their tokens; the first is "
+                                       "--text 'Шахматная программа'): a script or language the vocab was not trained on, so their labels are guesses"]
     piped = run_txc('predict', '-n', 'ft_v1', '--input', '-', cwd=d, input=(d / 'texts.txt').read_text())   # '-': the texts from stdin
     assert piped.returncode == 0 and piped.stdout == res.stdout, piped.stderr
     (d / 'texts.csv').write_text('section,body\nx,chess game engine\ny,synth audio\n')

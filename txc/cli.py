@@ -14,8 +14,8 @@ from .config_io import load_config, config_to_yaml
 __all__ = ['PREDICT_CHUNK', 'COMMANDS', 'at_least', 'device_name', 'add_tokenizer', 'cmd_tokenizer', 'add_prepare', 'cmd_prepare',
            'add_check', 'check_config_files', 'cmd_check', 'add_train', 'add_train_args', 'add_import_bert',
            'cmd_import_bert', 'cmd_train', 'add_predict', 'read_input', 'read_lines', 'nothing_to_label',
-           'dataset_classes', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench', 'cmd_bench',
-           'DefaultsFormatter', 'Parser', 'build_parser', 'say', 'guarded', 'finish', 'main',
+           'unknown_note', 'dataset_classes', 'cmd_predict', 'add_quickstart', 'cmd_quickstart', 'add_bench',
+           'cmd_bench', 'DefaultsFormatter', 'Parser', 'build_parser', 'say', 'guarded', 'finish', 'main',
            'generate_pretraining_main', 'generate_finetuning_main', 'train_main']
 
 # %% ../nbs/10_cli.ipynb #7f6cef8f
@@ -185,6 +185,13 @@ def nothing_to_label(predictor, texts:list[str], lines:list[int]|None, src:str|N
     raise DataError(f'{where} holds only characters the tokenizer drops (zero-width, control or format characters{more}), '
                     'so it encodes to [CLS] [SEP] alone, like an empty text, and there is nothing to label: fill or drop it')
 
+def unknown_note(texts:list[str], lines:list[int]|None, src:str|None, idx:list[int])->str:
+    "The warning for the texts at `idx` that are mostly `[UNK]` to the run's vocab, naming the first (`--text`, or the line of `src`)."
+    t = texts[idx[0]]
+    where = f'--text {t!r:.40}' if lines is None else f"{'stdin' if src == '-' else src}, line {lines[idx[0]]}: {t!r:.40}"
+    return (f"{len(idx)} of {len(texts)} texts are mostly [UNK] to the run's vocab (at least half their tokens; the first is {where}): "
+            "a script or language the vocab was not trained on, so their labels are guesses")
+
 def dataset_classes(dataset_path)->list[str]|None:
     "The class names, in id order, of the `labels.json` that `txc prepare` wrote beside a dataset, or None."
     p = Path(dataset_path).parent / 'labels.json'
@@ -219,11 +226,14 @@ def cmd_predict(args):
         return
     nothing_to_label(predictor, texts, lines, args.input)
     if args.threads: torch.set_num_threads(args.threads)
+    unknown = []
     for i in range(0, len(texts), PREDICT_CHUNK):      # printed chunk by chunk: memory stays flat, and Ctrl-C keeps what is done
         chunk = texts[i:i + PREDICT_CHUNK]
+        unknown += [i + j for j in predictor.unknown(chunk)]
         for j, (text, p) in enumerate(zip(chunk, predictor.predict(chunk))):
             print(json.dumps(dict(text=text, **({} if lines is None else dict(line=lines[i + j])), **p)))
         sys.stdout.flush()
+    if unknown: warnings.warn(unknown_note(texts, lines, args.input, unknown))
 
 # %% ../nbs/10_cli.ipynb #c79c4fb0
 def add_quickstart(sub):

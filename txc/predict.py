@@ -12,7 +12,7 @@ import json
 from torch.utils.data import TensorDataset
 from .config import ConfigError, DataError, TxcConfig
 from .data import vocab_sha256
-from .tokenizer import tokenless_texts, _checked
+from .tokenizer import tokenless_texts, unknown_shares, _checked
 from .config_io import config_error
 from .heads import Classifier
 from .collate import collate_trim
@@ -119,6 +119,17 @@ def _tokenless(self, texts:list[str])->list[int]:
     return sorted({i for m in getattr(self, 'members', [self]) for i in tokenless_texts(m.tokenizer, list(texts))})
 
 Predictor.tokenless = _tokenless
+
+# %% ../nbs/08a_predict.ipynb #faab0d64
+def _unknown(self, texts:list[str], share:float=0.5)->list[int]:
+    "Indices of the `texts` in which at least `share` of the tokens this predictor's tokenizer (any member's) keeps are `[UNK]`."
+    found = set()
+    for m in getattr(self, 'members', [self]):
+        found |= {i for i, s in enumerate(unknown_shares(m.tokenizer, list(texts), m.max_length)) if s >= share}
+    return sorted(found)
+
+Predictor.unknown = _unknown
+
 
 # %% ../nbs/08a_predict.ipynb #a5b6c7d8
 @torch.no_grad()

@@ -19,7 +19,7 @@ from .config import ConfigError, DataError, check_out_dir
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'VOCAB_FILES', 'MAX_WORD_CHARS', 'pad_vocab', 'bert_tokenizer', 'continuation_tokens',
            'oversize_note', 'train_vocab', 'to_tensors', 'WordPieceTokenizer', 'encode_flat', 'tokenless_texts',
-           'save_vocab_dir', 'load_vocab_dir', 'from_vocab_file']
+           'unknown_shares', 'save_vocab_dir', 'load_vocab_dir', 'from_vocab_file']
 
 # %% ../nbs/01_tokenizer.ipynb #e08157db
 SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']  # ids 0..4 in vocabs txc trains
@@ -223,6 +223,18 @@ def tokenless_texts(tok:WordPieceTokenizer, texts:list[str], chunk:int=4096) -> 
     else:                                      # a `tokenizer.wrapper_path` class: only its `encode` is promised
         lengths = [n for i in range(0, len(texts), chunk) for n in (~tok.encode(texts[i:i + chunk], max_length=3)['attention_mask']).sum(1).tolist()]
     return [i for i, n in enumerate(lengths) if n == 2]
+
+# %% ../nbs/01_tokenizer.ipynb #736419f7
+def unknown_shares(tok:WordPieceTokenizer, texts:list[str], max_length:int|None=None, chunk:int=1024) -> list[float]:
+    "Each text's share of `[UNK]` among the tokens `encode` keeps of it (`[CLS]`, `[SEP]` not counted; 0 for a tokenless text)."
+    if (unk := getattr(tok, 'unk_id', None)) is None: return [0.0] * len(texts)   # a wrapper with no [UNK] id cannot tell
+    shares = []
+    for i in range(0, len(texts), chunk):
+        enc = tok.encode(texts[i:i + chunk], max_length=max_length)
+        real = ~enc['attention_mask']                                            # (B, T)
+        shares += (((enc['input_ids'] == unk) & real).sum(1) / (real.sum(1) - 2).clamp(min=1)).tolist()
+    return shares
+
 
 # %% ../nbs/01_tokenizer.ipynb #264057f0
 def save_vocab_dir(tok:WordPieceTokenizer, vocab_dir) -> Path:
