@@ -88,7 +88,7 @@ class LoggingConfig(Section):
 class TokenizerConfig(Section):
     "Section `tokenizer`: which vocab to use and how long sequences may be."
     wrapper_path: Optional[str] = Field(None, description="'module:Class' of a custom tokenizer wrapper; null uses txc.tokenizer.WordPieceTokenizer")
-    vocab_dir: str = Field('runs/vocab', description="vocab dir written by `txc tokenizer` (vocab.txt, tokenizer.json)")
+    vocab_dir: str = Field('runs/vocab', description="vocab dir written by `txc tokenizer` (vocab.txt, tokenizer.json, txc_tokenizer.json)")
     max_length: int = Field(128, ge=8, description="longest sequence, [CLS] and [SEP] included; batches are trimmed to their longest real sequence")
 
 # %% ../nbs/00_config.ipynb #76f7643e

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError
 from .distributed import raise_shared
-from .trainer import Callback
+from .trainer import Callback, add_methods
 
 # %% auto #0
 __all__ = ['ThroughputCB', 'flat_metrics', 'usable_cores', 'busy_cores', 'slowdown_message', 'SlowdownWarning', 'SlowdownCB',
@@ -225,4 +225,4 @@ def _start(self:WandbCB, t):
         else: id_file.write_text(run_id)             # a resumed run continues this W&B run
     raise_shared(err)
 
-WandbCB.before_fit = _start
+add_methods(WandbCB, before_fit=_start)

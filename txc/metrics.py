@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .trainer import Callback, Precision
+from .trainer import Callback, Precision, add_methods
 from .distributed import all_reduce_sum
 
 # %% auto #0
@@ -98,4 +98,4 @@ def _run(self:EvalCB, t, stop:bool=True):
     elif self.track_best: t.bad_evals += 1
     t.callback('after_eval')
     if stop and self.track_best and self.patience and t.bad_evals >= self.patience: t.stop_fit = True   # after this step's loggers
-EvalCB.run = _run
+add_methods(EvalCB, run=_run)

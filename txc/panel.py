@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from .config import PRESETS, ConfigError, PretrainedExperimentConfig, TxcConfig, TxcError
 from .config_io import field_errors, get_key, load_config, save_config, with_edits
 from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite, outputs, find_pretrained
-from .trainer import Callback
+from .trainer import Callback, add_methods
 from .checkpoint import RunInterrupted
 from .loggers import ProgressCB, flat_metrics
 from .training import train
@@ -109,7 +109,7 @@ def _sources(self:RunPanel):
         for k, (_, _, kinds) in FIELDS.items(): self.rows[k].layout.display = None if self.kind.value in kinds else 'none'
     self._load()
 
-RunPanel._wire, RunPanel._sources = _wire, _sources
+add_methods(RunPanel, _wire=_wire, _sources=_sources)
 RunPanel._repr_mimebundle_ = lambda self, **kw: self.widget._repr_mimebundle_(**kw)
 
 # %% ../nbs/09_panel.ipynb #4392ab35
@@ -143,7 +143,7 @@ def _repoint(self:RunPanel):
     with self.mute(): self.w['architecture.preset'].value = _to_widget('architecture.preset', self.base.architecture.preset)
     self.validate()
 
-RunPanel._base, RunPanel._load, RunPanel._repoint = _base, _load, _repoint
+add_methods(RunPanel, _base=_base, _load=_load, _repoint=_repoint)
 
 # %% ../nbs/09_panel.ipynb #c52cf107
 def _edits(self:RunPanel)->dict:
@@ -167,7 +167,7 @@ def _validate(self:RunPanel)->Optional[TxcConfig]:
     self.save_btn.disabled = self.launch_btn.disabled = bool(errs) or self.running
     return self.config
 
-RunPanel.edits, RunPanel.validate = _edits, _validate
+add_methods(RunPanel, edits=_edits, validate=_validate)
 
 # %% ../nbs/09_panel.ipynb #0f9decb3
 def check_in_place_edit(run:RunDir, old:TxcConfig, new:TxcConfig):
@@ -201,7 +201,7 @@ def _save(self:RunPanel)->Optional[Path]:
     self._load(); self.set_status(f'saved {path}' if cfg != old else f'{path}: nothing changed, nothing written')
     return path
 
-RunPanel.save = _save
+add_methods(RunPanel, save=_save)
 
 # %% ../nbs/09_panel.ipynb #353dff85
 def _launch(self:RunPanel)->Optional[threading.Thread]:
@@ -229,7 +229,7 @@ def _train(self:RunPanel, cfg, run_dir):
         self.error = e; self.set_status(f'{type(e).__name__}: {e}', error=True)
     finally: self._running(False)
 
-RunPanel.launch, RunPanel._train = _launch, _train
+add_methods(RunPanel, launch=_launch, _train=_train)
 
 # %% ../nbs/09_panel.ipynb #4c94db0d
 def _stop(self:RunPanel):
@@ -247,7 +247,7 @@ def _running(self:RunPanel, on:bool):
     for w in [self.kind, self.source, self.cont, *self.w.values()]: w.disabled = on
     self.validate()
 
-RunPanel.stop, RunPanel.wait, RunPanel._running = _stop, _wait, _running
+add_methods(RunPanel, stop=_stop, wait=_wait, _running=_running)
 RunPanel.running = property(lambda self: getattr(self, '_is_running', False))
 
 # %% ../nbs/09_panel.ipynb #7beea1f9
@@ -269,4 +269,4 @@ def _mute(self:RunPanel):
     try: yield
     finally: self._filling -= 1
 
-RunPanel.set_status, RunPanel.draw, RunPanel.mute = _set_status, _draw, _mute
+add_methods(RunPanel, set_status=_set_status, draw=_draw, mute=_mute)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import torch
 
-import json
-from torch.utils.data import TensorDataset
 from .config import ConfigError, DataError, TxcConfig
 from .data import vocab_sha256
 from .tokenizer import tokenless_texts, unknown_shares, _checked
 from .config_io import config_error
 from .heads import Classifier
+from .trainer import add_methods
 from .collate import collate_trim
 from .checkpoint import load_checkpoint, load_model_state, check_checkpoint_vocab
 from .metrics import ClassificationMetrics
@@ -87,7 +86,7 @@ def _from_run(cls, run_dir, checkpoint:str='checkpoints/model.ckpt')->Predictor:
     p = cls(model, load_tokenizer(cfg, warn_unused=False), labels, length)
     p.vocab_dir = cfg.tokenizer.vocab_dir                # what `txc predict --score` checks a dataset's prepare.json against
     return p
-Predictor.from_run = classmethod(_from_run)
+add_methods(Predictor, from_run=classmethod(_from_run))
 
 # %% ../nbs/08a_predict.ipynb #f47b9789
 class Ensemble(Predictor):
@@ -118,7 +117,7 @@ def _tokenless(self, texts:list[str])->list[int]:
     "Indices of the `texts` that leave nothing to label: this predictor's tokenizer (any member's) encodes them to `[CLS] [SEP]` alone."
     return sorted({i for m in getattr(self, 'members', [self]) for i in tokenless_texts(m.tokenizer, list(texts))})
 
-Predictor.tokenless = _tokenless
+add_methods(Predictor, tokenless=_tokenless)
 
 # %% ../nbs/08a_predict.ipynb #faab0d64
 def _unknown(self, texts:list[str], share:float=0.5)->list[int]:
@@ -128,7 +127,7 @@ def _unknown(self, texts:list[str], share:float=0.5)->list[int]:
         found |= {i for i, s in enumerate(unknown_shares(m.tokenizer, list(texts), m.max_length)) if s >= share}
     return sorted(found)
 
-Predictor.unknown = _unknown
+add_methods(Predictor, unknown=_unknown)
 
 
 # %% ../nbs/08a_predict.ipynb #a5b6c7d8
@@ -165,5 +164,5 @@ def _score(self, ds, names:list[str]|None=None)->dict:
     m.update(self.log_proba_ids(ids, mask), y)
     return m.compute()
 
-Predictor.log_proba_ids, Ensemble.log_proba_ids, Predictor.score = _log_proba_ids, _ensemble_log_proba_ids, _score
+add_methods(Predictor, log_proba_ids=_log_proba_ids, score=_score); add_methods(Ensemble, log_proba_ids=_ensemble_log_proba_ids)
 

@@ -19,7 +19,7 @@ from .config import ConfigError, TxcError
 # %% auto #0
 __all__ = ['EpochSampler', 'ShardSampler', 'make_loader', 'resolve_device', 'Precision', 'CancelFitException',
            'CancelEpochException', 'NonFiniteLossError', 'Callback', 'run_cbs', 'batch_weight', 'Trainer',
-           'group_shares']
+           'add_methods', 'group_shares']
 
 # %% ../nbs/07_trainer.ipynb #ba3648eb
 class EpochSampler(DistributedSampler):
@@ -134,6 +134,15 @@ class Trainer:
         n = self.epochs * math.ceil(self.n_batches / self.grad_accum)
         return min(n, self.max_steps) if self.max_steps else n
 
+# %% ../nbs/07_trainer.ipynb #736b9ce0
+def add_methods(cls, **methods):
+    "Set each of `methods` on `cls` under its keyword, naming it so (`__name__`, `__qualname__`) for docs, `help()` and reprs."
+    for name, m in methods.items():
+        f = getattr(m, '__func__', m)                 # a classmethod or staticmethod: name the function it wraps
+        f.__name__, f.__qualname__ = name, f'{cls.__name__}.{name}'
+        setattr(cls, name, m)
+
+
 # %% ../nbs/07_trainer.ipynb #22accb97
 def _fit(self:Trainer):
     "Train from the current (epoch, batch_in_epoch) to the end."
@@ -165,7 +174,7 @@ def group_shares(weights:list[float], device=None) -> list:
     dist.all_reduce(t); t = t / dist.get_world_size()
     return [torch.where(t[0] > 0, w / t[0], 0.).float() for w in weights]
 
-Trainer.fit, Trainer.one_epoch = _fit, _one_epoch
+add_methods(Trainer, fit=_fit, one_epoch=_one_epoch)
 
 
 # %% ../nbs/07_trainer.ipynb #69dfb4f1
@@ -203,4 +212,4 @@ def _optimizer_step(self:Trainer):
     self.callback('after_step')
     if self.stop_fit or (self.max_steps and self.step >= self.max_steps): raise CancelFitException()
 
-Trainer.micro_step, Trainer.optimizer_step = _micro_step, _optimizer_step
+add_methods(Trainer, micro_step=_micro_step, optimizer_step=_optimizer_step)

@@ -24,7 +24,7 @@ from .trainer import Callback, Trainer, Precision, make_loader, resolve_device
 from .optim import FreezeCB, make_optimizer, make_scheduler, class_weights, class_weighted_loss, class_weight_sum
 from .distributed import DistEnv, DDPCB, barrier, init_distributed, cleanup_distributed, is_distributed, raise_shared
 from .metrics import EvalCB, MLMMetrics, ClassificationMetrics
-from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB, import_wandb
+from .loggers import ThroughputCB, SlowdownCB, CSVLoggerCB, ProgressCB, WandbCB
 from .checkpoint import CheckpointCB, InterruptCB, RunLock, load_checkpoint, check_checkpoint_vocab, restore
 
 # %% auto #0
