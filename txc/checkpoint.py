@@ -188,24 +188,33 @@ def pid_alive(pid:int)->bool:
 
 class RunLock:
     "An exclusive lock file with the owner's PID; stale locks of dead processes are taken over."
+    held, _guard = set(), threading.Lock()             # the lock files this process holds, whichever thread took them
     def __init__(self, run_dir): self.path = Path(run_dir) / 'train.lock'
     def acquire(self):
         make_out_dir(self.path.parent, 'run dir')
-        while True:
-            try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try: pid = int(self.path.read_text().strip() or 0)
-                except (ValueError, FileNotFoundError): pid = 0
-                if pid and pid != os.getpid() and pid_alive(pid):
-                    raise TxcError(f"run dir {self.path.parent} is in use by another training run (PID {pid}, lock file {self.path}): "
-                                   "wait for it to finish, or delete the lock file if that process is not training")
-                self.path.unlink(missing_ok=True); continue                    # stale: take it over
-            with os.fdopen(fd, 'w') as f: f.write(str(os.getpid()))
-            return self
+        key = os.path.realpath(self.path)
+        with RunLock._guard:
+            while True:
+                try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    try: pid = int(self.path.read_text().strip() or 0)
+                    except (ValueError, FileNotFoundError): pid = 0
+                    if pid == os.getpid() and key in RunLock.held:
+                        raise TxcError(f"run dir {self.path.parent} is in use by another training run in this process (another thread: a "
+                                       "second panel or notebook cell training the same run): wait for it to finish, or stop it first")
+                    if pid and pid != os.getpid() and pid_alive(pid):
+                        raise TxcError(f"run dir {self.path.parent} is in use by another training run (PID {pid}, lock file {self.path}): "
+                                       "wait for it to finish, or delete the lock file if that process is not training")
+                    self.path.unlink(missing_ok=True); continue                # stale, or a dead process's whose PID is now ours
+                with os.fdopen(fd, 'w') as f: f.write(str(os.getpid()))
+                RunLock.held.add(key)
+                return self
     def release(self):
-        try:
-            if int(self.path.read_text().strip()) == os.getpid(): self.path.unlink()
-        except (ValueError, FileNotFoundError): pass
+        with RunLock._guard:
+            RunLock.held.discard(os.path.realpath(self.path))
+            try:
+                if int(self.path.read_text().strip()) == os.getpid(): self.path.unlink()
+            except (ValueError, FileNotFoundError): pass
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
