@@ -134,6 +134,12 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     if ck.get('kind') != 'full':
         raise ConfigError(f"training.resume.load_only_model_state is false but {source} holds weights only: point checkpoint_path "
                           "at checkpoints/last.ckpt or best-model.ckpt, or set load_only_model_state: true")
+    if (n := ck['trainer']['world_size']) != dist_env().world_size:   # batch_size is per process: the global batch would change
+        how = 'plain python (no torchrun)' if n == 1 else f'torchrun --nproc_per_node {n}'
+        raise ConfigError(f"{source} was written by a run of {n} process(es) and this one has {dist_env().world_size}: a full resume needs "
+                          "the same number, since training.batch_size is per process and the global batch, the learning-rate schedule and "
+                          f"the position in the epoch all follow from it: start it with {how}, or set training.resume.load_only_model_state: "
+                          "true to continue from the weights with a fresh optimizer and schedule")
     if any(diff.values()):                  # Adam's moments are shaped like the checkpoint's weights: a partial load cannot continue them
         raise ConfigError(f"training.resume.strict: false loaded only part of {source}, so its optimizer state does not fit this model: "
                           "set training.resume.load_only_model_state: true to start a fresh optimizer from the weights that match")
@@ -146,8 +152,6 @@ def restore(t, ck:dict, rcfg:ResumeConfig, source:str='checkpoint'):
     t.results = ck['trainer'].get('results', {})    # the latest metrics of each split: a run with nothing left to evaluate still has them
     t.stop_fit = ck['trainer'].get('stop_fit', False)   # early stopping fired: the resumed run only finishes (test split, model.ckpt)
     env = dist_env()
-    if ck['trainer']['world_size'] != env.world_size:
-        warnings.warn(f"{source} was written by {ck['trainer']['world_size']} process(es), this run has {env.world_size}: training continues, but not bit-identically")
     r = ck['rng'][env.rank % len(ck['rng'])]
     set_rng_state(r)
     if r['collator'] is not None and hasattr(_collator(t), 'load_state_dict'): _collator(t).load_state_dict(r['collator'])
