@@ -175,3 +175,35 @@ def test_torchrun_class_weights_uneven_last_batch_match_one(tmp_path, weights):
     print(f"class_weights={weights}: max |loss(1 proc) - loss(2 procs)| {gap:.2e}, max |weight difference| {wgap:.2e}")
     assert gap < 1e-5, [(ra['loss'], rb['loss']) for ra, rb in zip(a, b)]
     assert wgap < 1e-5, wgap
+
+def test_killed_torchrun_stops_its_workers_with_a_checkpoint(tmp_path):
+    """kill -9 of torchrun (its workers run in sessions of their own, so it cannot pass anything on): the workers get SIGTERM from
+    Linux (end_with_parent), finish the step, write last.ckpt and exit, instead of training on without it; the resume is exact."""
+    ws = make_workspace(tmp_path / 'ws', n_train=96, n_val=24, n_test=24)
+    cfg = lambda name: tiny_config(ws, 'finetuning', name, head=dict(num_labels=2), batch_size=4, epochs=3)
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    write_run(cfg('full'), full); write_run(cfg('cut'), cut)
+    torchrun(full)
+    log = tmp_path / 'log.txt'                                            # a file, not a pipe: the workers outlive torchrun's end of it
+    with open(log, 'w') as out: proc = subprocess.Popen(torchrun_cmd(cut, '--sleep', 0.2), stdout=out, stderr=subprocess.STDOUT, env=ENV)
+    csv, deadline = cut / 'metrics/train/train.csv', time.time() + 120
+    while (not csv.exists() or len(csv.read_text().splitlines()) < 6) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, ('the job ended before the kill', log.read_text()[-3000:])
+    workers = [worker_pid(proc.pid, r) for r in (0, 1)]
+    proc.kill(); proc.wait()
+    alive = lambda pid: Path(f'/proc/{pid}').exists() and 'State:\tZ' not in Path(f'/proc/{pid}/status').read_text()
+    deadline = time.time() + 60
+    while any(map(alive, workers)) and time.time() < deadline: time.sleep(0.05)
+    for pid in filter(alive, workers): os.kill(pid, signal.SIGKILL)
+    assert not any(map(alive, workers)), 'the workers trained on after torchrun was killed'
+    assert (cut / 'checkpoints/last.ckpt').exists() and 'interrupted: stopped at step' in log.read_text(), log.read_text()[-3000:]
+    last = load_checkpoint(cut / 'checkpoints/last.ckpt')
+    step = last['trainer']['step']
+    assert 5 <= step < 36 and read_csv(csv)[-1]['step'] == step and not (cut / 'checkpoints/model.ckpt').exists(), step
+
+    c = cfg('cut'); c.training.resume = dict(is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_only_model_state=False)
+    write_run(c, cut)
+    torchrun(cut)
+    a, b = read_csv(full / 'metrics/train/train.csv'), read_csv(csv)
+    assert [(r['step'], r['loss']) for r in b] == [(r['step'], r['loss']) for r in a]

@@ -231,20 +231,24 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(f"stopped at step {step} with its full state in {path}; to continue exactly where it stopped, {how}")
 
 class InterruptCB(Callback):
-    "First Ctrl-C: finish the step (every rank the same one), write `last.ckpt`, stop with `RunInterrupted`. A second Ctrl-C stops at once."
+    "First Ctrl-C or SIGTERM: finish the step (every rank the same one), write `last.ckpt`, stop with `RunInterrupted`. A second one stops at once."
     order = 40                                        # after the loggers (29-31) and CheckpointCB (35): the step's row is logged
-    def __init__(self, ckpt:CheckpointCB): self.ckpt, self.t, self.prev = ckpt, None, None
+    SIGNALS = {signal.SIGINT: 'Ctrl-C', signal.SIGTERM: 'SIGTERM'}     # the terminal's; a scheduler's, `kill`'s and torchrun's on shutdown
+    def __init__(self, ckpt:CheckpointCB): self.ckpt, self.t, self.prev = ckpt, None, {}
     def before_fit(self, t):
         self.t, self.env, t.stop_requested, t.stop_agreed = t, dist_env(), False, False
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):                 # a script's background job ignores Ctrl-C: keep it so
-            self.prev = signal.signal(signal.SIGINT, self.request)
-    def request(self, signum=None, frame=None):
-        "What Ctrl-C calls: ask the run to stop at the end of the step in progress."
-        if self.t.stop_requested: raise KeyboardInterrupt()                # the second Ctrl-C
+        if threading.current_thread() is not threading.main_thread(): return            # only the main thread may set handlers
+        for s in self.SIGNALS:
+            if signal.getsignal(s) is not signal.SIG_IGN: self.prev[s] = signal.signal(s, self.request)   # ignored (a background job's Ctrl-C): keep it so
+    def request(self, signum=signal.SIGINT, frame=None):
+        "What Ctrl-C and SIGTERM call: ask the run to stop at the end of the step in progress."
+        if self.t.stop_requested:                                           # a second Ctrl-C stops at once; a SIGTERM may come twice
+            if signum == signal.SIGTERM: return                             # (Linux repeats a parent's death signal): a stop is under way
+            raise KeyboardInterrupt()
         self.t.stop_requested = True
         if self.env.is_main:                                                # under torchrun every rank hears it: say it once
-            print("\nCtrl-C: stopping after this step and writing checkpoints/last.ckpt (press it again to stop at once, without saving)",
+            again = 'press it again' if signum == signal.SIGINT else 'press Ctrl-C'
+            print(f"\n{self.SIGNALS.get(signum, 'Ctrl-C')}: stopping after this step and writing checkpoints/last.ckpt ({again} to stop at once, without saving)",
                   file=sys.stderr, flush=True)
     def stopping(self, t)->bool:
         "One process stops as soon as asked; ranks stop when the step's all-reduce carried a request (the same step on all)."
@@ -258,4 +262,5 @@ class InterruptCB(Callback):
         barrier()                                     # rank 0 has written it before any rank leaves: torchrun ends the job when one does
         raise RunInterrupted(t.global_step, self.ckpt.dir / 'last.ckpt')
     def cleanup_fit(self, t):
-        if self.prev is not None: signal.signal(signal.SIGINT, self.prev); self.prev = None
+        for s, handler in self.prev.items(): signal.signal(s, handler)
+        self.prev = {}

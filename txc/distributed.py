@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_distributed.ipynb #6e8db744
 from __future__ import annotations
-import os
+import ctypes, os, signal, sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,8 +16,8 @@ from .config import ConfigError
 from .trainer import Callback
 
 # %% auto #0
-__all__ = ['DistEnv', 'dist_env', 'is_distributed', 'init_distributed', 'cleanup_distributed', 'all_reduce_sum', 'gather_objects',
-           'barrier', 'raise_shared', 'DDPCB']
+__all__ = ['PR_SET_PDEATHSIG', 'DistEnv', 'dist_env', 'is_distributed', 'init_distributed', 'cleanup_distributed',
+           'end_with_parent', 'all_reduce_sum', 'gather_objects', 'barrier', 'raise_shared', 'DDPCB']
 
 # %% ../nbs/07b_distributed.ipynb #9eb5442f
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ def init_distributed(device:torch.device)->tuple[DistEnv, torch.device]:
     if not env.distributed or is_distributed(): return env, _local(device, env)
     if device.type == 'cuda' and torch.cuda.device_count() <= env.local_rank:
         raise ConfigError(f"torchrun started local rank {env.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible: lower --nproc_per_node")
+    end_with_parent()                               # a killed torchrun must not leave its workers training on their own
     dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', timeout=timedelta(minutes=30))
     return dist_env(), _local(device, env)
 
@@ -56,6 +57,18 @@ def _local(device, env):
 def cleanup_distributed():
     "Leave the process group, if this process joined one."
     if is_distributed(): dist.destroy_process_group()
+
+# %% ../nbs/07b_distributed.ipynb #f7c1b5a0
+PR_SET_PDEATHSIG = 1                                   # prctl option: the signal this process gets when its parent dies
+
+def end_with_parent(sig:int=signal.SIGTERM)->bool:
+    "Ask Linux to send `sig` to this process when its parent (torchrun) dies; False where that cannot be asked."
+    if not sys.platform.startswith('linux'): return False
+    parent = os.getppid()
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0: return False
+    if os.getppid() != parent: os.kill(os.getpid(), sig)   # the parent died before the request: act as if it died now
+    return True
+
 
 # %% ../nbs/07b_distributed.ipynb #ab912de2
 def all_reduce_sum(t:torch.Tensor)->torch.Tensor:
