@@ -323,7 +323,8 @@ def _check_splits(p, parts, names, absent:str='warn'):
         warnings.warn(f'{p}: {dup} val/test text(s) also appear in train (the file repeats them): their scores measure memory, not generalisation; '
                       'remove duplicate texts before `txc prepare`')
     if names and (gone := sorted(set(range(len(names))) - set(parts['train'][1]))):
-        why = (f'{p}: class(es) {", ".join(repr(names[i]) for i in gone)} have no example in the train split, only in val/test, '
+        listed = ", ".join(repr(names[i]) for i in gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+        why = (f'{p}: class(es) {listed} have no example in the train split, only in val/test, '
                'so the model cannot learn them: add examples, or try another --seed')
         if absent == 'refuse': raise DataError(why)
         warnings.warn(why)
