@@ -237,17 +237,30 @@ def cmd_predict(args):
 
 # %% ../nbs/10_cli.ipynb #c79c4fb0
 def add_quickstart(sub):
-    p = sub.add_parser('quickstart', help='the whole pipeline on the bundled corpus: tokenizer, data, pretraining, finetuning, test')
+    p = sub.add_parser('quickstart', help='the whole pipeline, on the bundled corpus or your own labelled file: tokenizer, data, pretraining, finetuning, test')
     p.add_argument('--preset', default='default', help="'default' (the real run, <= 15 min on 2 CPU cores), 'long' (3x the MLM steps, about 30 min on 2 CPU cores) or 'smoke' (< 2 min)")
     p.add_argument('--root', default='txc-quickstart', help='directory for the vocab, datasets and runs')
     p.add_argument('--force', action='store_true', help='start an existing quickstart root afresh: deletes what it wrote there (any other non-empty --root is refused)')
     p.add_argument('--resume', action='store_true', help='continue an interrupted quickstart in --root (same --preset) where it stopped')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--threads', type=at_least(1), default=None, help="torch threads for every run (default: torch's, one per core); 1 is faster on a busy machine")
+    p.add_argument('--input', default=None, metavar='FILE', help="your own labelled .csv or .jsonl file, read and split as `txc prepare` does (default: the bundled corpus, also called 'bundled')")
+    p.add_argument('--text-field', default=None, help='with --input: the column or key holding the text (default text)')
+    p.add_argument('--label-field', default=None, help='with --input: the column or key holding the label (default label)')
+    p.add_argument('--splits', default=None, help='with --input: train,val,test fractions, val and test above 0 (default 0.8,0.1,0.1)')
+    p.add_argument('--seed', type=at_least(0), default=None, help='with --input: seed of the random split, as in `txc prepare` (default 0)')
+    p.add_argument('--unlabelled', nargs='+', default=None, metavar='FILE', help='with --input: more texts (.txt lines, or .csv/.jsonl with --text-field) for the vocab and MLM pretraining only')
 
 def cmd_quickstart(args):
-    from txc.quickstart import quickstart, summary_table
-    print(summary_table(quickstart(args.root, args.preset, args.force, progress=not args.no_progress, threads=args.threads, resume=args.resume)))
+    from txc.quickstart import quickstart, summary_table, BUNDLED
+    reads = dict(text_field=args.text_field, label_field=args.label_field, splits=args.splits, seed=args.seed, unlabelled=args.unlabelled)
+    if args.input is None or args.input in BUNDLED:
+        if given := [f"--{k.replace('_', '-')}" for k, v in reads.items() if v is not None]:
+            raise DataError(f"{', '.join(given)}: only with --input FILE (your own labelled data); the bundled corpus' texts, labels and split are fixed: drop them, or add --input FILE")
+        reads = {}
+    else: reads = dict(input=args.input, text_field=args.text_field or 'text', label_field=args.label_field or 'label',
+                       splits=args.splits or '0.8,0.1,0.1', seed=args.seed or 0, unlabelled=args.unlabelled or ())
+    print(summary_table(quickstart(args.root, args.preset, args.force, progress=not args.no_progress, threads=args.threads, resume=args.resume, **reads)))
 
 def add_bench(sub):
     p = sub.add_parser('bench', help='training throughput of txc against transformers on the same model and batches')

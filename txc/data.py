@@ -20,9 +20,9 @@ from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpu
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'text_format', 'decode_utf8',
            'split_lines', 'utf8_lines', 'read_rows', 'read_texts', 'parse_splits', 'split_indices', 'encode_ragged',
-           'pad_rows', 'encode_texts', 'write_rows', 'encode_parts', 'write_splits', 'vocab_sha256', 'check_same_vocab',
-           'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus',
-           'classification_splits', 'mlm_texts', 'source_split']
+           'pad_rows', 'encode_texts', 'split_file', 'write_rows', 'encode_parts', 'write_splits', 'vocab_sha256',
+           'check_same_vocab', 'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits',
+           'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
 
 # %% ../nbs/02_data.ipynb #0503a578
 _all_ = ['SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
@@ -316,15 +316,18 @@ def _check_labels(p, label_field, labels, names):
         warnings.warn(f'{p}: the label field {label_field!r} has as many classes as rows ({len(labels)}), one text each: is it an id or a text column? check --label-field')
 
 # %% ../nbs/02_data.ipynb #897b47e8
-def _check_splits(p, parts, names):
-    "Warnings: val/test texts that also appear in train, classes with no train example."
+def _check_splits(p, parts, names, absent:str='warn'):
+    "Warnings: val/test texts that also appear in train; classes with no train example (`absent='refuse'`: a `DataError`)."
     seen = set(parts['train'][0])
     if dup := sum(t in seen for k in ('val', 'test') for t in parts[k][0]):
         warnings.warn(f'{p}: {dup} val/test text(s) also appear in train (the file repeats them): their scores measure memory, not generalisation; '
                       'remove duplicate texts before `txc prepare`')
-    if names and (absent := sorted(set(range(len(names))) - set(parts['train'][1]))):
-        warnings.warn(f'{p}: class(es) {", ".join(repr(names[i]) for i in absent)} have no example in the train split, only in val/test, '
-                      'so the model cannot learn them: add examples, or try another --seed')
+    if names and (gone := sorted(set(range(len(names))) - set(parts['train'][1]))):
+        listed = ", ".join(repr(names[i]) for i in gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+        why = (f'{p}: class(es) {listed} have no example in the train split, only in val/test, '
+               'so the model cannot learn them: add examples, or try another --seed')
+        if absent == 'refuse': raise DataError(why)
+        warnings.warn(why)
 
 def _class_ids(p, label_field, labels) -> tuple[list[str], list[int]]:
     "The class names in id order and each label's id, once `_check_labels` passes them."
@@ -343,8 +346,11 @@ def _skip_tokenless(p, texts, lines, lengths) -> torch.Tensor:
     return (lengths != 2).nonzero().flatten()
 
 # %% ../nbs/02_data.ipynb #b2c3d4e5
-def _user_splits(tok, input, text_field, label_field, splits, seed, max_length):
-    "A user file read and encoded once: its `encode_ragged` encoding, `{split: (rows, label ids or None)}` and the class names."
+def split_file(tok:WordPieceTokenizer, input, # the tokenizer, and a .txt/.csv/.jsonl path
+               text_field:str='text', label_field:str|None=None, splits=(0.8, 0.1, 0.1), seed:int=0, max_length:int=128,
+               absent:str='warn',             # a class with no train text: 'warn', or 'refuse' it (a `DataError`)
+              ) -> tuple[list[str], tuple, dict, list[str]|None]:
+    "A user file read, encoded once and split as `txc prepare` splits it: its texts, their `encode_ragged` encoding, `{split: (rows, label ids or None)}`, the class names."
     texts, labels, lines = read_rows(input, text_field, label_field)
     names, y = _class_ids(input, label_field, labels) if labels is not None else (None, None)   # a wrong --label-field fails before the encoding
     enc = encode_ragged(tok, texts, max_length)
@@ -353,8 +359,8 @@ def _user_splits(tok, input, text_field, label_field, splits, seed, max_length):
         kl = [labels[i] for i in kept.tolist()]
         names, y = _class_ids(input, label_field, kl) if set(kl) != set(names) else (names, [y[i] for i in kept.tolist()])
     parts = {k: (kept[v], [y[i] for i in v] if names else None) for k, v in split_indices(len(kept), splits, seed).items()}
-    _check_splits(input, {k: ([texts[r] for r in rows.tolist()], ys) for k, (rows, ys) in parts.items()}, names)
-    return enc, parts, names
+    _check_splits(input, {k: ([texts[r] for r in rows.tolist()], ys) for k, (rows, ys) in parts.items()}, names, absent)
+    return texts, enc, parts, names
 
 # %% ../nbs/02_data.ipynb #c78b4bc0
 def write_rows(enc:tuple[torch.Tensor, torch.Tensor], # an `encode_ragged` encoding
@@ -410,7 +416,7 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
     max_length = max_length or tok.max_length
     bundled = str(input) in ('bundled', 'bundled-sections')
     if bundled: (enc, parts), names = encode_parts(tok, (b := bundled_splits(str(input)))[0], max_length), b[1]
-    else: enc, parts, names = _user_splits(tok, input, text_field, label_field, splits, seed, max_length)
+    else: _, enc, parts, names = split_file(tok, input, text_field, label_field, splits, seed, max_length)
     out.mkdir(parents=True, exist_ok=True)
     shapes = write_rows(enc, parts, out, tok.pad_id)
     if names: (out/'labels.json').write_text(json.dumps(names, indent=1) + '\n')
