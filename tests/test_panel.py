@@ -1,7 +1,7 @@
 """The run panel driven headless, as a person would drive it: set widget values, click buttons.
 Save writes the config through the generators; an invalid value disables Launch; Launch trains in a thread;
 Stop ends the run at a step boundary with a full checkpoint, and the run resumes from it exactly."""
-import math, threading
+import math, threading, warnings
 
 import pytest
 import torch
@@ -123,9 +123,9 @@ def test_stop_writes_full_checkpoint_and_resume_continues(root):
     assert p.wait(300) and p.error is None, p.message
     r = load_config(run / 'config.yaml').training.resume
     assert (r.is_resume, r.checkpoint_path, r.load_only_model_state) == (True, 'checkpoints/last.ckpt', False)
-    assert p.start_step == 6 and p.train_rows[0]['step'] == 7 and p.trainer.step == total
+    assert p.start_step == 6 and p.trainer.step == total
     rows = read_csv(run / 'metrics' / 'train' / 'train.csv')
-    assert [r['step'] for r in rows] == list(range(1, total + 1))
+    assert [r['step'] for r in rows] == [r['step'] for r in p.train_rows] == list(range(1, total + 1))  # the curve: the whole run, not steps 7.. only
 
     # the same run unbroken: the resumed losses are the same numbers
     new_run(p, 'pretraining', 'unbroken')
@@ -195,3 +195,28 @@ def test_changing_the_pretrained_run_takes_its_architecture(root):
     assert ft.architecture.hidden_size == 32
     p.source.value = 'ft_b'  # choosing the other run again shows its own pretrained run, not the last one picked
     assert (p.w['pretrained_experiment.name'].value, p.config.architecture.hidden_size) == ('preB', 128)
+
+
+class WarnAt(Callback):
+    "At step `n`, warn from the training thread, then hold it until `go` is set: the main thread warns meanwhile."
+    order = 95
+    def __init__(self, n): self.n, self.reached, self.go = n, threading.Event(), threading.Event()
+    def after_step(self, t):
+        if t.step == self.n: warnings.warn('from the training thread'); self.reached.set(); self.go.wait(60)
+
+
+def test_run_warnings_go_to_the_panel_each_run(root, recwarn):
+    "A warning of the training thread is listed in the panel (not on stderr, not in the main thread's record), and again in the next run; the main thread's warnings stay the main thread's."
+    p = RunPanel(root)
+    for name in ('warns1', 'warns2'):
+        new_run(p, 'pretraining', name, **{'architecture.vocab_size': 192, 'training.max_steps': 4})  # legal, 64 rows unused: training warns
+        p.callbacks = [gate := WarnAt(2)]
+        p.launch_btn.click()
+        assert gate.reached.wait(300), p.message
+        warnings.warn(f'main thread during {name}')  # while the run holds at step 2
+        gate.go.set()
+        assert p.wait(300) and p.error is None, p.message
+        assert [w.split(':')[0] for w in p.run_warnings] == ['UserWarning'] * 2, p.run_warnings
+        assert 'architecture.vocab_size = 192' in p.run_warnings[0] and p.run_warnings[1] == 'UserWarning: from the training thread'
+        assert p.message.endswith('2 warning(s), below') and 'from the training thread' in p.notes.value
+    assert [str(w.message) for w in recwarn] == ['main thread during warns1', 'main thread during warns2']

@@ -54,8 +54,8 @@ def _number_kind(annotation)->Optional[str]:
     return 'number' if float in leaves else 'integer' if int in leaves else None
 
 class Section(BaseModel):
-    "Base of every config section: unknown keys are errors, assignments are validated, booleans are not numbers."
-    model_config = ConfigDict(extra='forbid', validate_assignment=True)
+    "Base of every config section: unknown keys are errors, assignments are validated, booleans are not numbers, floats are finite."
+    model_config = ConfigDict(extra='forbid', validate_assignment=True, allow_inf_nan=False)
 
     @field_validator('*', mode='before')
     @classmethod

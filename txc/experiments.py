@@ -77,32 +77,32 @@ def template_path(kind:str, root=None)->Path:
     return local if local.is_file() else Path(str(resources.files('txc') / 'assets' / 'templates' / f'{kind}.yaml'))
 
 # %% ../nbs/08_experiments.ipynb #c2d4e6f8
-def _match(cfg:TxcConfig, key:str, n:int, source, fix:str):
-    "Set the dotted config `key` to `n` read from file `source`, warning when that changes it; a ConfigError saying `fix` when `n` is invalid there."
+def _match(cfg:TxcConfig, key:str, n:int, source, fix:str, warn:bool=True):
+    "Set the dotted config `key` to `n` read from file `source`, warning (if `warn`) when that changes it; a ConfigError saying `fix` when `n` is invalid there."
     part, field = key.split('.'); section = getattr(cfg, part); old = getattr(section, field)
     if n == old: return
     try: setattr(section, field, n)
     except ValidationError as e:
         raise ConfigError(f"{source} gives {key} = {n}, which is not allowed ({e.errors()[0]['msg'].lower()}): {fix}") from None
-    warnings.warn(f"{key} set to {n}, from {source} (the template said {old})")
+    if warn: warnings.warn(f"{key} set to {n}, from {source} (the template said {old})")
 
-def match_vocab(cfg:TxcConfig)->TxcConfig:
-    "`architecture.vocab_size` from the vocab dir's vocab.txt, when it exists."
+def match_vocab(cfg:TxcConfig, warn:bool=True)->TxcConfig:
+    "`architecture.vocab_size` from the vocab dir's vocab.txt, when it exists; `warn`: about a changed value."
     vocab = Path(cfg.tokenizer.vocab_dir or '') / 'vocab.txt'
     if cfg.tokenizer.wrapper_path is None and vocab.is_file():
         _match(cfg, 'architecture.vocab_size', len(vocab.read_text(encoding='utf-8').splitlines()), vocab,
-               'train a real vocab with `txc tokenizer`, or point tokenizer.vocab_dir at one')
+               'train a real vocab with `txc tokenizer`, or point tokenizer.vocab_dir at one', warn)
     return cfg
 
-def match_labels(cfg:TxcConfig)->TxcConfig:
-    "`classification_head.num_labels` from `data.labels_path`, when it exists and lists labels."
+def match_labels(cfg:TxcConfig, warn:bool=True)->TxcConfig:
+    "`classification_head.num_labels` from `data.labels_path`, when it exists and lists labels; `warn`: about a changed value."
     p = cfg.data.labels_path
     if not (cfg.classification_head and p and Path(p).is_file()): return cfg
     try: names = json.loads(Path(p).read_text(encoding='utf-8'))
     except ValueError: return cfg                               # training names the broken file
     if isinstance(names, list) and names:
         _match(cfg, 'classification_head.num_labels', len(names), p, 'a classifier needs at least 2 classes: '
-               'prepare data whose --label-field has two or more values, or point data.labels_path at another labels.json')
+               'prepare data whose --label-field has two or more values, or point data.labels_path at another labels.json', warn)
     return cfg
 
 

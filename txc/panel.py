@@ -4,7 +4,8 @@
 
 # %% ../nbs/09_panel.ipynb #8603a220
 from __future__ import annotations
-import html, io, threading, time
+import html, io, re, threading, time, warnings
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -14,29 +15,44 @@ from pydantic import ValidationError
 
 from .config import PRESETS, ConfigError, PretrainedExperimentConfig, TxcConfig, TxcError
 from .config_io import field_errors, get_key, load_config, save_config, with_edits
-from .experiments import KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment, check_no_overwrite, outputs, find_pretrained
+from .experiments import (KINDS, RunDir, check_name, template_path, experiment_names, generate_pretraining_experiment, generate_finetuning_experiment,
+                             check_no_overwrite, outputs, find_pretrained, match_vocab, match_labels)
 from .trainer import Callback, add_methods
 from .checkpoint import RunInterrupted
 from .loggers import ProgressCB, flat_metrics
 from .training import train
-from .plots import eval_table, plot_curves
+from .plots import eval_table, plot_curves, read_metrics
 
 # %% auto #0
-__all__ = ['FIELDS', 'CONTINUE', 'PanelCB', 'RunPanel', 'check_in_place_edit']
+__all__ = ['FIELDS', 'FOLLOW', 'CONTINUE', 'earlier_rows', 'PanelCB', 'RunPanel', 'check_in_place_edit', 'route_warnings',
+           'for_panel']
 
 # %% ../nbs/09_panel.ipynb #28f186ac
+def earlier_rows(run_dir, t)->tuple[list[dict], dict[str, list[dict]]]:
+    "The training and eval rows that `run_dir`'s CSVs keep from before the checkpoint trainer `t` continues from (as its CSV logger keeps them)."
+    try: rows, evals = read_metrics(run_dir)                    # what plot_metrics reads
+    except TxcError: return [], {}                              # no CSVs (logging.log_metrics_csv: false): no history to show
+    g, ints = t.global_step, lambda r: r | {k: int(r[k]) for k in ('step', 'epoch') if isinstance(r.get(k), float)}   # the CSV's 6.0 is step 6
+    held = lambda s, r: r['step'] < g or r['step'] == g and t.step_offset + getattr(t, 'evals_done', {}).get(s, -1) == g        # an eval at the checkpoint's step: if it holds it
+    return [ints(r) for r in rows if r['step'] <= g], {s: [ints(r) for r in rs if held(s, r)] for s, rs in evals.items()}
+
 class PanelCB(Callback):
-    "Report a run to a `RunPanel`; stop it at the next optimizer step once the panel's stop flag is set."
+    "Report a run to a `RunPanel` in global steps; stop it at the next optimizer step once the panel's stop flag is set."
     order = 90
-    def __init__(self, panel): self.p = panel   # the RunPanel to report to (defined below)
+    def __init__(self, panel, history:bool=False): self.p, self.history = panel, history   # history: continuing its own checkpoint, show the rows before it
     def before_fit(self, t):
         t.cbs = [c for c in t.cbs if not isinstance(c, ProgressCB)]   # its eval lines: the panel's table shows them
-        self.p.trainer, self.p.progress.max, self.p.progress.value, self.p.start_step = t, max(t.total_steps, 1), t.step, t.step
-        self.p.train_rows, self.p.eval_rows, self.drawn = [], {}, 0.0
+        p, first = self.p, t.step_offset                              # the steps of the run this one was started from with -rp
+        p.trainer, p.start_step, p.progress.min, p.progress.max = t, t.global_step, 0, first + max(t.total_steps, 1)
+        p.progress.min, p.progress.value = first, t.global_step
+        p.train_rows, p.eval_rows = earlier_rows(p.run_dir, t) if self.history else ([], {})
+        p.table.value, self.drawn, self.cost = eval_table(p.eval_rows), 0.0, 0.0
     def after_step(self, t):
-        self.p.train_rows.append(dict(t.train_row)); self.p.progress.value = t.step
-        self.p.set_status(f'step {t.step}/{t.total_steps}, epoch {t.epoch}, loss {t.loss:.4f}')
-        if time.monotonic() - self.drawn > self.p.redraw_s: self.p.draw(); self.drawn = time.monotonic()
+        self.p.train_rows.append(dict(t.train_row)); self.p.progress.value = t.global_step
+        self.p.set_status(f'step {t.global_step}/{t.step_offset + t.total_steps}, epoch {t.epoch}, loss {t.loss:.4f}')
+        if time.monotonic() - self.drawn > max(self.p.redraw_s, 10 * self.cost): self.redraw()
+    def redraw(self):                           # the next one waits 10x as long as this took: a long history costs the run at most ~10%
+        t0 = time.monotonic(); self.p.draw(); self.drawn = time.monotonic(); self.cost = self.drawn - t0
     def before_step(self, t):                   # InterruptCB stops at the end of this step, as after Ctrl-C
         if self.p.stop_flag.is_set(): t.stop_requested = True
     def after_eval(self, t):
@@ -48,46 +64,51 @@ class PanelCB(Callback):
 FIELDS = {  # dotted key: (label, widget factory, kinds that show it)
     'experiment.name': ('name', W.Text, KINDS),
     'pretrained_experiment.name': ('pretrained run', W.Dropdown, ('finetuning',)),
-    'architecture.preset': ('architecture preset', W.Dropdown, KINDS),
+    'architecture.preset': ('architecture preset', W.Dropdown, ('pretraining',)),   # finetuning: the pretrained run's architecture, copied
+    'tokenizer.vocab_dir': ('vocab dir', W.Text, ('pretraining',)),                  # finetuning: the pretrained run's, copied
+    'architecture.vocab_size': ('vocab size', W.IntText, ('pretraining',)),          # follows the vocab dir
+    'tokenizer.max_length': ('max length (tokens)', W.IntText, ('pretraining',)),
     'training.lr': ('learning rate', W.FloatText, KINDS),
     'training.epochs': ('epochs', W.IntText, KINDS),
     'training.batch_size': ('batch size', W.IntText, KINDS),
     'training.max_steps': ('max steps (0: none)', W.IntText, KINDS),
-    'tokenizer.vocab_dir': ('vocab dir', W.Text, ('pretraining',)),          # finetuning: the pretrained run's, copied
-    'tokenizer.max_length': ('max length (tokens)', W.IntText, ('pretraining',)),
     'data.train.dataset_path': ('train .pt', W.Text, KINDS),
     'data.val.dataset_path': ('val .pt', W.Text, KINDS),
     'data.test.dataset_path': ('test .pt', W.Text, KINDS),
     'data.labels_path': ('labels.json', W.Text, ('finetuning',)),
+    'classification_head.num_labels': ('num labels', W.IntText, ('finetuning',)),   # follows labels.json
     'logging.log_metrics_csv': ('metrics CSV', W.Checkbox, KINDS),
     'logging.log_eval_metrics': ('log eval metrics', W.Checkbox, KINDS),
     'logging.use_wandb': ('W&B (offline)', W.Checkbox, KINDS),
 }
+FOLLOW = {'tokenizer.vocab_dir': ('architecture.vocab_size', match_vocab), 'data.labels_path': ('classification_head.num_labels', match_labels)}   # file field: (its count's field, matcher)
 CONTINUE = dict(is_resume=True, checkpoint_path='checkpoints/last.ckpt', load_only_model_state=False)   # the *continue* box
 
 def _to_widget(key, v): return ('' if v is None else v) if key not in ('training.max_steps',) else (v or 0)
-def _from_widget(key, v): return (v or None) if isinstance(v, str) or key == 'training.max_steps' else v
+def _from_widget(key, v): return (v or None) if isinstance(v, str) and key != 'experiment.name' or key == 'training.max_steps' else v   # a name: check_name's message
 
 def _pairs(names:list[str])->list[tuple[str, str]]: return [(n, n) for n in names]   # Dropdown options as (label, value)
 
 # %% ../nbs/09_panel.ipynb #93fbd9aa
 class RunPanel:
     "Configure, validate, save, launch, watch and stop txc runs from a notebook."
-    def __init__(self, root='experiments', callbacks=(), redraw_s:float=0.5):
+    def __init__(self, root='experiments', # the experiments root; a relative one is taken from the notebook's working dir (the panel shows it resolved)
+                 callbacks=(), redraw_s:float=0.5):
         self.root, self.callbacks, self.redraw_s = Path(root), list(callbacks), redraw_s
+        self.where = W.HTML(f'experiments root: <code>{html.escape(str(self.root.resolve()))}</code>')
         self.kind = W.ToggleButtons(options=KINDS, description='kind')
         self.source = W.Dropdown(description='start from')
         self.w = {k: f(description=label, style=dict(description_width='150px')) for k, (label, f, _) in FIELDS.items()}
         self.w['architecture.preset'].options = [('(sizes as written)', ''), *[(p, p) for p in PRESETS]]   # '': null
-        self.errors = {k: W.HTML() for k in [*FIELDS, '']}
+        self.errors = {k: W.HTML() for k in [*FIELDS, 'continue', '']}
         self.cont = W.Checkbox(description='continue from checkpoints/last.ckpt', style=dict(description_width='initial'))
         self.save_btn, self.launch_btn = W.Button(description='Save', icon='save'), W.Button(description='Launch', button_style='success', icon='play')
         self.stop_btn = W.Button(description='Stop', button_style='danger', icon='stop', disabled=True)
-        self.progress, self.status = W.IntProgress(min=0, max=1, description='progress'), W.HTML()
+        self.progress, self.status, self.notes = W.IntProgress(min=0, max=1, description='progress'), W.HTML(), W.HTML()
         self.curve, self.table = W.Image(format='png'), W.HTML()
         self.rows = {k: W.HBox([self.w[k], self.errors[k]]) for k in FIELDS}
         self.stop_flag, self.thread, self.trainer, self.error, self.config = threading.Event(), None, None, None, None
-        self.train_rows, self.eval_rows, self._filling = [], {}, 0
+        self.train_rows, self.eval_rows, self.run_warnings, self._filling = [], {}, [], 0
         self._wire()
 
 # %% ../nbs/09_panel.ipynb #a6af8700
@@ -95,10 +116,11 @@ def _wire(self:RunPanel):
     self.kind.observe(lambda c: self._sources(), 'value')
     self.source.observe(lambda c: None if self._filling else self._load(), 'value')
     self.w['pretrained_experiment.name'].observe(lambda c: None if self._filling else self._repoint(), 'value')
+    for k in FOLLOW: self.w[k].observe(lambda c, k=k: None if self._filling else self._follow(k), 'value')
     for w in [*self.w.values(), self.cont]: w.observe(lambda c: self.validate(), 'value')
     self.save_btn.on_click(lambda b: self.save()); self.launch_btn.on_click(lambda b: self.launch()); self.stop_btn.on_click(lambda b: self.stop())
-    self.widget = W.VBox([self.kind, self.source, *self.rows.values(), self.cont, self.errors[''],
-                          W.HBox([self.save_btn, self.launch_btn, self.stop_btn]), self.progress, self.status, self.curve, self.table])
+    self.widget = W.VBox([self.where, self.kind, self.source, *self.rows.values(), W.HBox([self.cont, self.errors['continue']]), self.errors[''],
+                          W.HBox([self.save_btn, self.launch_btn, self.stop_btn]), self.progress, self.status, self.notes, self.curve, self.table])
     self._sources()
 
 def _sources(self:RunPanel):
@@ -107,6 +129,7 @@ def _sources(self:RunPanel):
         self.w['pretrained_experiment.name'].options = [('(none)', '')] + _pairs(experiment_names(self.root, 'pretraining'))
         self.source.options = [('new from template', '')] + _pairs(experiment_names(self.root, self.kind.value))
         for k, (_, _, kinds) in FIELDS.items(): self.rows[k].layout.display = None if self.kind.value in kinds else 'none'
+        self.w['data.test.dataset_path'].description = 'test .pt' if self.kind.value == 'finetuning' else 'test .pt (checked only)'
     self._load()
 
 add_methods(RunPanel, _wire=_wire, _sources=_sources)
@@ -123,27 +146,37 @@ def _base(self:RunPanel, pre:Optional[str]=None)->TxcConfig:
     return cfg
 
 def _load(self:RunPanel):
-    "Copy the base config into the fields (a new finetuning run: from the template and the pretrained run chosen so far)."
+    "Copy the base config into the fields (a new run: from the template and the pretrained run chosen so far, its counts matched to the files)."
     try: self.base = self._base(None if self.source.value else self.w['pretrained_experiment.name'].value)
     except TxcError as e: self.base = None; self.set_status(str(e), error=True); return
     with self.mute():
         for k, w in self.w.items():
-            if k == 'pretrained_experiment.name' and not self.source.value: continue
+            if self.kind.value not in FIELDS[k][2] or k == 'pretrained_experiment.name' and not self.source.value: continue   # hidden: not edited
             v = _to_widget(k, get_key(self.base, k))
             if isinstance(w, W.Dropdown) and v not in [o[1] for o in w.options]: w.options = [*w.options, (str(v), v)]
             w.value = v
         if not self.source.value: self.w['experiment.name'].value = ''
         self.cont.value = self.base.training.resume.model_dump(include=set(CONTINUE)) == CONTINUE
+    if not self.source.value:                   # as the generators match a template (an experiment's own values stay, and validate compares them)
+        for k in FOLLOW: self._follow(k)
     self.validate()
 
 def _repoint(self:RunPanel):
     "Another pretrained run was chosen: take its tokenizer and architecture into the base, keep the other fields as edited."
     try: self.base = self._base(self.w['pretrained_experiment.name'].value)
     except TxcError as e: self.base = None; self.set_status(str(e), error=True); return
-    with self.mute(): self.w['architecture.preset'].value = _to_widget('architecture.preset', self.base.architecture.preset)
     self.validate()
 
-add_methods(RunPanel, _base=_base, _load=_load, _repoint=_repoint)
+def _follow(self:RunPanel, key:str):
+    "The file field `key` (vocab dir, labels.json) is shown and changed: set its count's field from the file, as `match_vocab` / `match_labels` do."
+    if self.base is None or self.kind.value not in FIELDS[key][2]: return
+    count, match = FOLLOW[key]
+    try: n = get_key(match(with_edits(self.base, {k: _from_widget(k, self.w[k].value) for k in (key, count)}), warn=False), count)   # no file: as typed
+    except (TxcError, ValidationError): return   # validate names the field
+    with self.mute(): self.w[count].value = n
+    self.validate()
+
+add_methods(RunPanel, _base=_base, _load=_load, _repoint=_repoint, _follow=_follow)
 
 # %% ../nbs/09_panel.ipynb #c52cf107
 def _edits(self:RunPanel)->dict:
@@ -152,22 +185,41 @@ def _edits(self:RunPanel)->dict:
     elif self.base is not None and self.base.training.resume.model_dump(include=set(CONTINUE)) == CONTINUE: out['training.resume.is_resume'] = False
     return out
 
+def _file_checks(self:RunPanel, cfg:TxcConfig)->dict[str, tuple[str, str]]:
+    "{field: (level, message)} where `cfg` disagrees with files on disk: vocab size and vocab dir, num labels and labels.json, *continue* and the run's checkpoints."
+    out, fine = {}, cfg.experiment.kind == 'finetuning'
+    file, count = ('data.labels_path', 'classification_head.num_labels') if fine else ('tokenizer.vocab_dir', 'architecture.vocab_size')
+    try: n, v = get_key(FOLLOW[file][1](cfg.model_copy(deep=True), warn=False), count), get_key(cfg, count)
+    except ConfigError as e: out[file] = ('error', str(e)); n = v = None
+    if fine and n != v: out[file] = ('error', f"{cfg.data.labels_path} lists {n} classes but num labels is {v}: set num labels to {n}, or choose another labels.json")
+    elif n is not None and n > v: out[count] = ('error', f"the vocab dir's vocab.txt has {n} tokens: set vocab size to {n} (training refuses a smaller one)")
+    elif n is not None and n < v: out[count] = ('note', f"the vocab dir's vocab.txt has {n} tokens: rows {n}..{v - 1} are never used; set {n} unless its checkpoint has {v}")
+    if self.cont.value and not self._name_error:
+        run = outputs(RunDir.of(cfg.experiment.name, cfg.experiment.kind, self.root), cfg)
+        if run.model_ckpt.is_file(): out['continue'] = ('error', f"{run.path} has finished (checkpoints/model.ckpt is written at the end): there is nothing to continue; untick to save the edits under a new name")
+        elif not (run.checkpoints / 'last.ckpt').is_file(): out['continue'] = ('error', f"{run.path} holds no checkpoints/last.ckpt to continue from: untick 'continue' to start the run from its first step")
+    return out
+
+_COLOR = dict(error='#c00', todo='#666', note='#b60')   # todo: a field not filled in yet (grey, as a new panel opens); note: legal, but probably not meant
+
 def _validate(self:RunPanel)->Optional[TxcConfig]:
     "Validate base + edits; show each error beside its field; enable Save/Launch only when valid. Returns the config or None."
     if self._filling or self.base is None: return None
-    errs, self.config = {}, None
+    msgs, self.config, name = {}, None, self.w['experiment.name'].value
     try: self.config = with_edits(self.base, self.edits())
-    except ValidationError as e: errs = field_errors(e, list(FIELDS))
-    try: check_name(self.w['experiment.name'].value)
-    except ConfigError as e: errs['experiment.name'] = str(e)
+    except ValidationError as e: msgs = {k: ('error', m) for k, m in field_errors(e, list(FIELDS)).items()}
+    try: check_name(name)
+    except ConfigError as e: msgs['experiment.name'] = ('error', str(e)) if name else ('todo', 'name the run')
     if self.kind.value == 'finetuning' and not self.source.value and not self.w['pretrained_experiment.name'].value:
-        errs['pretrained_experiment.name'] = 'choose the pretraining run to start from'
-    for k, h in self.errors.items(): h.value = f'<span style="color:#c00">{html.escape(errs[k])}</span>' if k in errs else ''
-    if errs: self.config = None
-    self.save_btn.disabled = self.launch_btn.disabled = bool(errs) or self.running
+        msgs['pretrained_experiment.name'] = ('todo', 'choose the pretraining run to start from')
+    self._name_error = 'experiment.name' in msgs               # no run dir to look at for *continue*
+    if self.config is not None: msgs |= self._file_checks(self.config)
+    for k, h in self.errors.items(): h.value = f'<span style="color:{_COLOR[msgs[k][0]]}">{html.escape(msgs[k][1])}</span>' if k in msgs else ''
+    if blocked := any(level != 'note' for level, _ in msgs.values()): self.config = None
+    self.save_btn.disabled = self.launch_btn.disabled = blocked or self.running
     return self.config
 
-add_methods(RunPanel, edits=_edits, validate=_validate)
+add_methods(RunPanel, edits=_edits, _file_checks=_file_checks, validate=_validate)
 
 # %% ../nbs/09_panel.ipynb #0f9decb3
 def check_in_place_edit(run:RunDir, old:TxcConfig, new:TxcConfig):
@@ -189,10 +241,9 @@ def _save(self:RunPanel)->Optional[Path]:
         if src == name:
             cfg, old = self.config, load_config(path)
             check_in_place_edit(outputs(RunDir(path.parent), old), old, cfg)
-        else:
-            match = not src                           # a copy replaces the template, vocab size and labels included: nothing to match or warn about
-            (generate_pretraining_experiment(name, root=self.root, match=match) if kind == 'pretraining' else
-             generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root, match=match))
+        else:                                         # match=False: the fields hold the vocab size and num labels, matched and checked already
+            (generate_pretraining_experiment(name, root=self.root, match=False) if kind == 'pretraining' else
+             generate_finetuning_experiment(name, self.w['pretrained_experiment.name'].value, root=self.root, match=False))
             cfg, old = with_edits(self.base if src else load_config(path), self.edits()), None
             cfg.experiment.output_dir = None          # a copy writes into its own dir, not into its source's output_dir
         if cfg != old: save_config(cfg, path)
@@ -202,6 +253,37 @@ def _save(self:RunPanel)->Optional[Path]:
     return path
 
 add_methods(RunPanel, save=_save)
+
+# %% ../nbs/09_panel.ipynb #6c2f8b31
+class _RunStart(Warning): "Never raised: the category of the filter the panel re-adds at each launch (a filter change resets what Python has shown)."
+
+def _panel_showwarning(message, category, filename, lineno, file=None, line=None):
+    "`warnings.showwarning` for the process: a warning from a panel's training thread goes to that panel, any other to the hook this one replaced."
+    panel = getattr(threading.current_thread(), 'txc_panel', None)
+    if panel is not None: return panel.warned(f'{category.__name__}: {message}')
+    _panel_showwarning.chained(message, category, filename, lineno, file, line)
+
+def route_warnings():
+    "Send the warnings of panel training threads to their panels (installed once; again if something replaced it), and show each one again in the run starting now."
+    if warnings.showwarning is not _panel_showwarning: _panel_showwarning.chained, warnings.showwarning = warnings.showwarning, _panel_showwarning
+    warnings.filterwarnings('default', category=_RunStart)
+
+# %% ../nbs/09_panel.ipynb #8e4b0d53
+_PANEL_WAY = [  # (regex in a message of the shared code, the panel's words)
+    (r"to continue a killed run pass --resume \(or set training\.resume to \{[^}]*\}\)", "to continue a stopped or killed run tick 'continue'"),
+    (r"set load_only_model_state: false to continue", "tick 'continue' (load_only_model_state: false) to continue"),
+    (r"generate a new experiment that starts from it \(generate_pretraining_experiment\.py -p NEW -rp (\S+)\)",
+     r"start a new experiment from its final weights, which only the CLI does: python experiments/generate_pretraining_experiment.py -p NEW -rp \1"),
+    (r"generate a new experiment and set its training\.resume\.checkpoint_path to (\S+)",
+     r"save it under a new name and set training.resume (is_resume: true, checkpoint_path: \1) in that run's config.yaml: the panel has no resume fields"),
+    (r"or pass --force to overwrite its config\.yaml \(checkpoints are kept\)", "or choose it under 'start from' to edit it (a fresh config over it: only the CLI's --force)"),
+    (r"^-p (\S+): no pretraining experiment", r"pretrained run \1: no pretraining experiment"),
+]
+
+def for_panel(msg:str)->str:
+    "`msg` with the CLI actions it tells replaced by the panel's way, or said plainly to be the CLI's where the panel has none."
+    for pat, way in _PANEL_WAY: msg = re.sub(pat, way, msg)
+    return msg
 
 # %% ../nbs/09_panel.ipynb #353dff85
 def _launch(self:RunPanel)->Optional[threading.Thread]:
@@ -213,18 +295,20 @@ def _launch(self:RunPanel)->Optional[threading.Thread]:
     if (path := self.save()) is None: return None
     cfg = with_edits(load_config(path), {'logging.progress_bar': False})     # the panel shows its own progress
     out = outputs(RunDir(path.parent), cfg); find_pretrained(cfg, out, self.root)   # experiment.output_dir, as train.py does
-    self.run_dir, self.trainer, self.error, self.stopped = out.path, None, None, False
-    self.stop_flag.clear(); self._running(True)
+    self.run_dir, self.trainer, self.error, self.stopped, self.run_warnings, self.notes.value = out.path, None, None, False, [], ''
+    self.stop_flag.clear(); self._running(True); route_warnings()
     self.thread = threading.Thread(target=self._train, args=(cfg, out.path), daemon=True, name=f'txc-panel-{cfg.experiment.name}')
+    self.thread.txc_panel = self                  # where route_warnings sends the warnings of this thread
     self.thread.start()
     return self.thread
 
 def _train(self:RunPanel, cfg, run_dir):
+    r = cfg.training.resume; own = r.is_resume and not r.load_only_model_state     # continuing its own checkpoint: show the rows before it
     try:
-        self.trainer = train(cfg, run_dir, callbacks=[PanelCB(self), *self.callbacks])
-        self.set_status(f"finished at step {self.trainer.step}; full checkpoint in {run_dir}/checkpoints/last.ckpt, final weights in model.ckpt")
-    except RunInterrupted as e:                   # Stop: the Ctrl-C path
-        self.stopped = True; self.set_status(f"stopped at step {e.step}; full checkpoint in {e.path}: tick 'continue' and Launch to go on")
+        self.trainer = train(cfg, run_dir, callbacks=[PanelCB(self, history=own), *self.callbacks])
+        self.set_status(f"finished at step {self.trainer.global_step}; full checkpoint in {run_dir}/checkpoints/last.ckpt, final weights in model.ckpt{self.warned_count()}")
+    except RunInterrupted as e:                   # Stop: the Ctrl-C path; e.step is global, as the CSV's
+        self.stopped = True; self.set_status(f"stopped at step {e.step}; full checkpoint in {e.path}: tick 'continue' and Launch to go on{self.warned_count()}")
     except Exception as e:
         self.error = e; self.set_status(f'{type(e).__name__}: {e}', error=True)
     finally: self._running(False)
@@ -252,9 +336,16 @@ RunPanel.running = property(lambda self: getattr(self, '_is_running', False))
 
 # %% ../nbs/09_panel.ipynb #7beea1f9
 def _set_status(self:RunPanel, msg:str, error:bool=False):
-    "Show `msg` under the buttons (in red if an error)."
+    "Show `msg`, in the panel's words (`for_panel`), under the buttons (in red if an error)."
+    self.message = msg = for_panel(msg)
     self.status.value = f'<span style="color:{"#c00" if error else "inherit"}">{html.escape(msg)}</span>'
-    self.message = msg
+
+def _warned(self:RunPanel, msg:str):
+    "A warning of the run (from `route_warnings`): list it under the status line, with its count."
+    self.run_warnings.append(msg)
+    self.notes.value = '<br>'.join(f'<span style="color:{_COLOR["note"]}">{html.escape(m)}{f" (x{n})" if n > 1 else ""}</span>' for m, n in Counter(self.run_warnings).items())
+
+def _warned_count(self:RunPanel)->str: return f"; {len(self.run_warnings)} warning(s), below" if self.run_warnings else ''
 
 def _draw(self:RunPanel):
     "Redraw the loss curve from the rows received so far."
@@ -269,4 +360,4 @@ def _mute(self:RunPanel):
     try: yield
     finally: self._filling -= 1
 
-add_methods(RunPanel, set_status=_set_status, draw=_draw, mute=_mute)
+add_methods(RunPanel, set_status=_set_status, warned=_warned, warned_count=_warned_count, draw=_draw, mute=_mute)
