@@ -4,7 +4,7 @@
 
 # %% ../nbs/07e_checkpoint.ipynb #d986ace9
 from __future__ import annotations
-import math, os, random, signal, sys, tempfile, threading, warnings
+import math, os, random, signal, sys, tempfile, threading
 from pathlib import Path
 from typing import Optional
 

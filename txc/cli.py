@@ -143,8 +143,9 @@ def add_import_bert(sub):
 def cmd_import_bert(args):
     from txc.experiments import import_bert
     p = import_bert(args.model_dir, args.name, args.root, args.force)
-    print(f"wrote {p} and {p.parent / 'checkpoints' / 'model.ckpt'}; next: txc prepare --tokenizer {p.parent / 'vocab'} ..., "
-          f"then python experiments/generate_finetuning_experiment.py -f NAME -p {args.name}")
+    print(f"wrote {p} and {p.parent / 'checkpoints' / 'model.ckpt'}; next: tokenize your labelled data with its vocab into a dir of its own, "
+          f"txc prepare --input FILE --label-field label --tokenizer {p.parent / 'vocab'} --out data/{args.name}, "
+          f"then python experiments/generate_finetuning_experiment.py -f NAME -p {args.name} and point the new config's data paths at data/{args.name}")
 
 def cmd_train(args):
     from txc.experiments import train_experiment

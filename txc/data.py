@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #f0331c8c
 from __future__ import annotations
-import codecs, csv, hashlib, io, json, math, re, time, warnings
+import codecs, csv, hashlib, json, math, re, time, warnings
 from array import array
 from itertools import accumulate
 from pathlib import Path
@@ -21,8 +21,8 @@ from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpu
 __all__ = ['TEXT_SUFFIXES', 'validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'text_format', 'decode_utf8',
            'split_lines', 'utf8_lines', 'read_rows', 'read_texts', 'parse_splits', 'split_indices', 'encode_ragged',
            'pad_rows', 'encode_texts', 'split_file', 'write_rows', 'encode_parts', 'write_splits', 'vocab_sha256',
-           'check_same_vocab', 'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits',
-           'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
+           'check_same_vocab', 'write_record', 'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example',
+           'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
 
 # %% ../nbs/02_data.ipynb #0503a578
 _all_ = ['SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
@@ -401,6 +401,17 @@ def check_same_vocab(dataset_path, vocab_dir):
                     f"(made with {made.get('tokenizer_dir')}), {vocab_dir}/vocab.txt is {now[:12]}, so its ids would name other tokens; "
                     f"run `txc prepare` again with --tokenizer {vocab_dir}, or point tokenizer.vocab_dir at the vocab the data was made with")
 
+# %% ../nbs/02_data.ipynb #71d02183
+def write_record(out:Path, input, names:list|None, shapes:dict, tokenizer_dir, tok, max_length:int, **how) -> dict:
+    "Write and return `out/prepare.json`: the input, the task, each split's rows and length, and the vocab the ids come from (+ `how`)."
+    info = dict(input=str(input), task='classification' if names else 'mlm', counts={k: n for k, (n, _) in shapes.items()},
+                seq_len={k: t for k, (_, t) in shapes.items()}, num_labels=len(names) if names else None,
+                tokenizer_dir=str(Path(tokenizer_dir).resolve()), vocab_size=tok.vocab_size, vocab_sha256=vocab_sha256(tokenizer_dir),
+                max_length=max_length, **how)
+    (Path(out)/'prepare.json').write_text(json.dumps(info, indent=1) + '\n')
+    return info
+
+
 # %% ../nbs/02_data.ipynb #bbaa0e60
 def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled' (MLM) / 'bundled-sections' (16 sections)
                     tokenizer_dir,         # vocab dir written by `WordPieceTokenizer.save` / `txc tokenizer`
@@ -421,11 +432,7 @@ def prepare_dataset(input,                 # .txt/.csv/.jsonl path, or 'bundled'
     shapes = write_rows(enc, parts, out, tok.pad_id)
     if names: (out/'labels.json').write_text(json.dumps(names, indent=1) + '\n')
     else: (out/'labels.json').unlink(missing_ok=True)
-    info = dict(input=str(input), task='classification' if names else 'mlm', counts={k: n for k, (n, _) in shapes.items()},
-                seq_len={k: t for k, (_, t) in shapes.items()}, num_labels=len(names) if names else None,
-                tokenizer_dir=str(Path(tokenizer_dir).resolve()), vocab_size=tok.vocab_size, vocab_sha256=vocab_sha256(tokenizer_dir), max_length=max_length,
-                **(dict(split='fixed, by source package') if bundled else
-                   dict(text_field=text_field, label_field=label_field, splits=list(parse_splits(splits)), seed=seed)),
-                seconds=round(time.time() - t0, 2))
-    (out/'prepare.json').write_text(json.dumps(info, indent=1) + '\n')
-    return info
+    return write_record(out, input, names, shapes, tokenizer_dir, tok, max_length,
+                        **(dict(split='fixed, by source package') if bundled else
+                           dict(text_field=text_field, label_field=label_field, splits=list(parse_splits(splits)), seed=seed)),
+                        seconds=round(time.time() - t0, 2))

@@ -13,7 +13,7 @@ import torch
 from .config import ConfigError, DataError, check_out_dir
 from .config_io import apply_overrides, load_config, save_config
 from .corpus import ASSET, MLM_EVAL_DOCS, SECTIONS
-from .data import (bundled_splits, load_tensor_dataset, write_splits, split_file, split_indices, parse_splits, read_rows,
+from .data import (bundled_splits, load_tensor_dataset, write_splits, write_record, split_file, split_indices, parse_splits, read_rows,
                       encode_ragged, text_format, _skip_tokenless)
 from .loggers import busy_cores, usable_cores
 from .tokenizer import SPECIAL_TOKENS, WordPieceTokenizer, bert_tokenizer
@@ -148,8 +148,8 @@ def build_tokenizer(p:QuickstartPreset, out:Path, data:UserData|None=None)->Word
               "seen twice; the model's vocab_size follows the vocab", flush=True)
     return tok
 
-def build_datasets(p:QuickstartPreset, tok, out:Path, data:UserData|None=None)->dict:
-    "Write data/mlm/*.pt and data/sections/*.pt (+ labels.json); with the user's `data`, data/mlm and data/labelled."
+def build_datasets(p:QuickstartPreset, tok, out:Path, data:UserData|None=None, vocab_dir=None)->dict:
+    "Write data/mlm/*.pt and data/sections/*.pt (+ labels.json); with the user's `data`, data/mlm and data/labelled; `prepare.json` records `vocab_dir`."
     if data is None: (mlm, _), (cls, names) = bundled_splits('bundled'), bundled_splits('bundled-sections')
     else: mlm, cls, names = mlm_split(data.corpus, data.seed), data.parts, data.names
     name = class_data(data is not None)
@@ -157,6 +157,11 @@ def build_datasets(p:QuickstartPreset, tok, out:Path, data:UserData|None=None)->
     shapes = {'mlm': write_splits(tok, _slice(mlm, p.mlm_docs), out / 'mlm', p.max_length),
               name: write_splits(tok, _slice(cls, p.cls_docs), out / name, p.max_length)}
     (out / name / 'labels.json').write_text(json.dumps(names, indent=1) + '\n')
+    if vocab_dir is not None:                       # as txc prepare records its datasets: runs pointed at another vocab are refused
+        own = data is not None
+        for d, what, labels in (('mlm', 'txc quickstart: --input train texts and --unlabelled' if own else 'bundled', None),
+                                (name, 'txc quickstart: --input' if own else 'bundled-sections', names)):
+            write_record(out / d, what, labels, shapes[d], vocab_dir, tok, p.max_length, split='txc quickstart')
     return shapes
 
 # %% ../nbs/08b_quickstart.ipynb #84b4c155
@@ -327,7 +332,7 @@ def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, pr
             except KeyboardInterrupt: raise KeyboardInterrupt(f'in the {name} stage; run the same txc quickstart command with --resume to continue') from None
             finally: write_state(root, st)
         tok = stage('tokenizer', build_tokenizer, p, root / 'vocab', data) or WordPieceTokenizer.load(root / 'vocab')
-        shapes = stage('datasets', build_datasets, p, tok, root / 'data', data)
+        shapes = stage('datasets', build_datasets, p, tok, root / 'data', data, root / 'vocab')
         pre, ft, sc = exp / 'pretraining' / 'quickstart_pre', exp / 'finetuning' / 'quickstart_ft', exp / 'finetuning' / 'quickstart_scratch'
         pre_r = stage('pretraining', run_stage, pre, lambda: generate_pretraining_experiment('quickstart_pre', root=exp, match=False),
                       merge(data_overrides(root, 'pretraining', tok, own), log, p.pretraining, dict(architecture=dict(vocab_size=tok.vocab_size)), cli), merge(log, cli))
