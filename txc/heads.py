@@ -93,11 +93,11 @@ class Classifier(nn.Module):
 
     def forward(self, input_ids:Tensor, # (B, T)
                 attention_mask:Optional[Tensor]=None, # (B, T) bool, True=PAD
-                labels:Optional[Tensor]=None): # (B,) class ids
+                labels:Optional[Tensor]=None): # (B,) class ids, -100 for a row to ignore
         logits = self.head(self.hidden(input_ids, attention_mask), attention_mask)    # (B, L)
         if labels is None: return logits, None
         L = logits.shape[-1]
-        if len(labels) and ((labels < 0) | (labels >= L)).any():              # one host sync
+        if len(labels) and (((labels < 0) & (labels != -100)) | (labels >= L)).any():   # one host sync
             raise DataError(f"labels must lie in [0, {L}) (classification_head.num_labels={L}), got min {labels.min().item()} max {labels.max().item()}")
         return logits, F.cross_entropy(logits, labels)
 

@@ -122,9 +122,10 @@ def class_weights(spec, labels:torch.Tensor, num_labels:int)->Optional[torch.Ten
     return torch.tensor(spec, dtype=torch.float)
 
 def class_weighted_loss(weight:torch.Tensor):
-    "A trainer `loss_fn`: cross-entropy with per-class weights."
+    "A trainer `loss_fn`: cross-entropy with per-class weights; rows labelled -100 are ignored."
     return lambda logits, batch: F.cross_entropy(logits.float(), batch['labels'], weight=weight.to(logits.device))
 
 def class_weight_sum(weight:torch.Tensor):
-    "A trainer `loss_weight`: the class-weighted loss is a mean over its rows' class weights, so a batch counts their sum."
-    return lambda batch: float(weight[batch['labels']].sum())
+    "A trainer `loss_weight`: the class-weighted loss is a mean over its rows' class weights, so a batch counts their sum (-100: none)."
+    def weight_sum(batch): y = batch['labels']; return float(weight[y[y != -100]].sum())
+    return weight_sum

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from .config import ConfigError, TxcError
 
 # %% auto #0
-__all__ = ['EpochSampler', 'ShardSampler', 'make_loader', 'resolve_device', 'Precision', 'CancelFitException',
+__all__ = ['EpochSampler', 'ignore_rows', 'ShardSampler', 'make_loader', 'resolve_device', 'Precision', 'CancelFitException',
            'CancelEpochException', 'NonFiniteLossError', 'Callback', 'run_cbs', 'batch_weight', 'Trainer',
            'add_methods', 'group_shares']
 
@@ -32,6 +32,18 @@ class EpochSampler(DistributedSampler):
         self.set_epoch(epoch); self.skip = skip
     def __iter__(self): return itertools.islice(super().__iter__(), self.skip, None)
     def __len__(self): return max(self.num_samples - self.skip, 0)
+    def padding(self, batch:int, batch_size:int)->int:
+        "How many rows at the end of this rank's batch number `batch` of an epoch only repeat samples to even out the shards."
+        own = len(range(self.rank, len(self.dataset), self.num_replicas))   # this rank's share; the repeats come after it
+        start = batch * batch_size
+        return max(0, min(start + batch_size, self.num_samples) - max(start, own))
+
+# %% ../nbs/07_trainer.ipynb #7ab8f651
+def ignore_rows(batch:dict, n:int)->dict:
+    "`batch` with the labels of its last `n` rows set to -100, which txc's losses ignore; a batch without labels comes back as it is."
+    if not n or 'labels' not in batch: return batch
+    y = batch['labels'].clone(); y[len(y) - n:] = -100                     # (B,) class ids, or (B, T) token ids: all of the row's
+    return batch | {'labels': y}
 
 # %% ../nbs/07_trainer.ipynb #5720beec
 class ShardSampler(Sampler):
@@ -84,10 +96,9 @@ def run_cbs(cbs, event:str, trainer=None):
 
 # %% ../nbs/07_trainer.ipynb #e878e311
 def batch_weight(batch:dict) -> float:
-    "What a micro-batch's mean loss is a mean over: its masked tokens (MLM labels, -100 elsewhere), else its rows."
+    "What a micro-batch's mean loss is a mean over: its labels other than -100 (masked tokens in MLM, rows in classification), else its rows."
     y = batch.get('labels')
-    if y is None: return float(len(batch['input_ids']))
-    return float((y != -100).sum()) if y.dim() > 1 else float(len(y))
+    return float(len(batch['input_ids'])) if y is None else float((y != -100).sum())
 
 class Trainer:
     "Micro-batches, accumulation, clipping and AMP; evaluation, logging, checkpoints and the rest are callbacks."
@@ -154,10 +165,12 @@ def _fit(self:Trainer):
 def _one_epoch(self:Trainer):
     "The rest of this epoch: micro-batches grouped into optimizer steps."
     self.model.train()
-    self.train_dl.sampler.set_position(self.epoch, self.batch_in_epoch * self.train_dl.batch_size)
+    dl = self.train_dl
+    dl.sampler.set_position(self.epoch, self.batch_in_epoch * dl.batch_size)
     self._acc = torch.zeros(4, dtype=torch.float64, device=self.device)   # weighted loss sum, loss weight, tokens, stop votes
-    batches = iter(self.train_dl)
+    batches = iter(dl)
     while group := list(itertools.islice(batches, self.grad_accum - self.batch_in_epoch % self.grad_accum)):  # an epoch's last may be short
+        group = [ignore_rows(b, dl.sampler.padding(self.batch_in_epoch + i, dl.batch_size)) for i, b in enumerate(group)]   # repeats weigh nothing
         weights = [self.loss_weight(b) for b in group]                 # from the batches on the host: no wait for the GPU
         for i, (batch, w, share) in enumerate(zip(group, weights, group_shares(weights, self.device))):
             self.micro_step(batch, w, share, sync=i == len(group) - 1)
@@ -185,7 +198,8 @@ def _micro_step(self:Trainer, batch:dict, weight:float, share, sync:bool):
     no_sync = getattr(self.model, 'no_sync', None)
     with (nullcontext() if sync or no_sync is None else no_sync()):
         with self.precision.autocast(): logits, loss = self.model(**self.batch)
-        if self.loss_fn is not None: loss = self.loss_fn(logits, self.batch)
+        if not weight: loss = logits.sum() * 0.0                        # nothing to predict (a repeated row alone): 0, not an empty mean's NaN
+        elif self.loss_fn is not None: loss = self.loss_fn(logits, self.batch)
         self.precision.scaler.scale(loss * share).backward()
     tokens = (~self.batch['attention_mask']).sum()
     self._acc[:3] += torch.stack([loss.detach().double() * weight, self._acc.new_full((), weight), tokens.double()])   # stays on the device: no sync
