@@ -4,28 +4,29 @@
 
 # %% ../nbs/02b_data.ipynb #f0331c8c
 from __future__ import annotations
-import codecs, csv, hashlib, json, math, re, time, warnings
+import hashlib, json, math, re, time, warnings
 from array import array
 from itertools import accumulate
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import TensorDataset
 
 from .config import DataError, check_out_dir
 from .tokenizer import WordPieceTokenizer, encode_flat
+from .textfiles import TEXT_SUFFIXES, text_format, decode_utf8, split_lines, utf8_lines, read_rows, read_texts
 from .corpus import SECTIONS, MLM_EVAL_DOCS, Example, bundled_splits, load_corpus, classification_splits, mlm_texts, source_split
 
 # %% auto #0
-__all__ = ['TEXT_SUFFIXES', 'validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'text_format', 'decode_utf8',
-           'split_lines', 'utf8_lines', 'read_rows', 'read_texts', 'parse_splits', 'split_indices', 'encode_ragged',
+__all__ = ['validate_tensors', 'unpickle_reason', 'load_tensor_dataset', 'parse_splits', 'split_indices', 'encode_ragged',
            'pad_rows', 'encode_texts', 'split_file', 'write_rows', 'encode_parts', 'write_splits', 'vocab_sha256',
            'check_same_vocab', 'write_record', 'prepare_dataset', 'SECTIONS', 'MLM_EVAL_DOCS', 'Example',
-           'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
+           'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split', 'TEXT_SUFFIXES',
+           'text_format', 'decode_utf8', 'split_lines', 'utf8_lines', 'read_rows', 'read_texts']
 
 # %% ../nbs/02b_data.ipynb #0503a578
-_all_ = ['SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split']
+_all_ = ['SECTIONS', 'MLM_EVAL_DOCS', 'Example', 'bundled_splits', 'load_corpus', 'classification_splits', 'mlm_texts', 'source_split',
+        'TEXT_SUFFIXES', 'text_format', 'decode_utf8', 'split_lines', 'utf8_lines', 'read_rows', 'read_texts']
 
 # %% ../nbs/02b_data.ipynb #2d7a9346
 def _fail(source, msg): raise DataError(f'{source}: {msg}')
@@ -102,148 +103,6 @@ def load_tensor_dataset(path,                         # a .pt written by `prepar
     keep = ds.tensors[:2] if require_labels is False else ds.tensors      # validated before a TensorDataset is rebuilt
     validate_tensors(*keep, num_labels=num_labels, source=str(p), vocab_size=vocab_size)
     return TensorDataset(*keep)
-
-# %% ../nbs/02b_data.ipynb #d8c81862
-TEXT_SUFFIXES = ('.txt', '.csv', '.jsonl')   # what `read_texts` reads, in any case
-
-def text_format(p:Path, what:str='input file') -> str:
-    "'.txt', '.csv' or '.jsonl' by `p`'s suffix in any case; `DataError` for a directory, a missing file or another suffix."
-    if p.is_dir(): raise DataError(f'{what} {p} is a directory: give a .txt, .csv or .jsonl file')
-    if not p.is_file(): raise DataError(f'{what} {p} not found')
-    if (ext := p.suffix.lower()) in TEXT_SUFFIXES: return ext
-    has = f'has unknown extension {p.suffix!r}' if p.suffix else 'has no extension'
-    hint = ': txc reads JSON Lines (one object per line) from .jsonl files' if ext in ('.json', '.ndjson') else ''
-    raise DataError(f'{what} {p} {has}{hint}: use .txt (one text per line), .csv or .jsonl, renaming the file if it holds one of them')
-
-def _not_utf8(p, e, raw:bytes=b'', skip:int=0):
-    at = e.start + skip; nl = b'\n'
-    return DataError(f'{p}: cannot read it as UTF-8 ({e.reason} at byte {at:,}, line {raw.count(nl, 0, at) + 1}): re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`')
-
-def decode_utf8(raw:bytes, source) -> str:
-    "`raw` as UTF-8 less a leading BOM; `DataError` naming `source` and the offset and line of the first bad byte in the whole file."
-    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try: return raw[skip:].decode('utf-8')
-    except UnicodeDecodeError as e: raise _not_utf8(source, e, raw, skip) from None
-
-_NEWLINE = re.compile(r'\r\n|\r|\n')
-
-def split_lines(s:str) -> list[str]:
-    "The lines of `s`, split only at \\n, \\r\\n and \\r (not at U+2028, U+0085, \\x0b, \\x0c, \\x1c-\\x1e as `str.splitlines` does)."
-    lines = _NEWLINE.split(s)
-    return lines[:-1] if lines[-1] == '' else lines
-
-_LINE = re.compile(rb'[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+')     # UTF-8 never has the bytes of \r or \n inside another character
-
-def utf8_lines(raw:bytes, source, piece:int=1 << 23) -> Iterator[str]:
-    "The lines of `raw` (as `split_lines` cuts them, each with its line end), decoded one by one; `decode_utf8`'s BOM rule and error, before the first line."
-    a = skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    while a < len(raw):                          # check it all first, a few MB of whole lines at a time, so that a bad byte is found before a csv or JSON error after it
-        b = raw.find(b'\n', a + piece) + 1 or len(raw)
-        try: raw[a:b].decode('utf-8')
-        except UnicodeDecodeError as e: raise _not_utf8(source, e, raw, a) from None
-        a = b
-    for m in _LINE.finditer(raw, skip): yield m.group().decode('utf-8')
-
-# %% ../nbs/02b_data.ipynb #7ec2f4ac
-def _names(fields) -> str: return ', '.join(map(repr, fields)) or 'none'   # quoted: a field ' label' shows its space
-
-def _csv_records(p, lines:Iterable[str]):
-    "(first line, fields) of each record of a csv given as lines with their ends; strict, so a quote left open is an error, not a text that swallows the rows after it."
-    csv.field_size_limit(2**31 - 1)                  # a long text is a text: the module's default stops fields at 128 KiB
-    r, start = csv.reader(lines, strict=True), 1
-    while True:
-        try: row = next(r)
-        except StopIteration: return
-        except csv.Error as e: raise DataError(f'{p}, line {start}: not valid csv ({e}): a quoted field must end with a quote right before a comma or the line end '
-                                               '(write a quote inside it as ""); check for a quote left open on this line') from None
-        yield start, row
-        start = r.line_num + 1
-
-def _csv_rows(p, lines:Iterable[str]):
-    "(line, dict) pairs of a csv's rows, refusing what `csv.DictReader` gets wrong silently: too many or too few fields, a column named twice."
-    recs = _csv_records(p, lines)
-    header = next((row for _, row in recs if row), None)
-    if header is None: return
-    if dup := [f for i, f in enumerate(header) if f in header[:i]]:
-        raise DataError(f'{p}: the header names the column {dup[0]!r} twice ({_names(header)}): rename one, since txc cannot tell which one you mean')
-    for i, row in recs:
-        if not row or (len(row) == 1 < len(header) and not row[0].strip()): continue        # a blank line
-        if len(row) > len(header):
-            raise DataError(f'{p}, line {i}: {len(row)} fields but the header has {len(header)} ({_names(header)}): a text that holds a comma must be quoted, as in "great movie, loved it",pos')
-        if len(row) < len(header):
-            raise DataError(f'{p}, line {i}: {len(row)} field(s) but the header has {len(header)} ({_names(header)}): give every row a value for each column (an empty one as nothing between two commas)')
-        yield i, dict(zip(header, row))
-
-# %% ../nbs/02b_data.ipynb #2054efe4
-def _jsonl_rows(p, lines:Iterable[str]):
-    "(line, dict) pairs of a jsonl file's non-blank lines."
-    for i, line in enumerate(lines, 1):
-        if not line.strip(): continue
-        try: row = json.loads(line)
-        except json.JSONDecodeError as e: raise DataError(f'{p}, line {i}: not valid JSON ({e.msg}): each line must be one JSON object') from None
-        if not isinstance(row, dict): raise DataError(f'{p}, line {i}: holds a {type(row).__name__}, not a JSON object')
-        yield i, row
-
-def _rows(p:Path, ext:str):
-    "(line, dict) pairs of a csv or jsonl file, read line by line."
-    lines = utf8_lines(p.read_bytes(), p)
-    return _csv_rows(p, lines) if ext == '.csv' else _jsonl_rows(p, lines)
-
-# %% ../nbs/02b_data.ipynb #80fff8cf
-def _missing_field(p, ext, i, kind, field, row, flag):
-    where = f"{p} has no {kind} field {field!r} (header: {_names(row)})" if ext == '.csv' else f"{p}, line {i} has no {kind} field {field!r} (fields on that line: {_names(row)})"
-    near = [f for f in row if isinstance(f, str) and f.strip() == field]
-    hint = f'; the column {near[0]!r} has spaces around its name: remove them from the header' if near else ''
-    return DataError(f'{where}: pass {flag} with one of them{"" if ext == ".csv" else f", or give every line a {kind}"}{hint}')
-
-def _field_value(p, i, row, field, kind):
-    "`row[field]` as a str or None: a JSON integer label as its digits; `DataError` naming the line and field for other JSON types."
-    v = row[field]
-    if v is None or isinstance(v, str): return v
-    if kind == 'label' and type(v) is int: return str(v)
-    what = {bool: 'a boolean', float: 'a number', int: 'a number', list: 'a list', dict: 'an object'}.get(type(v), type(v).__name__)
-    fix = 'labels must be JSON strings or integers (1.0 and true would each become a class of their own)' if kind == 'label' else 'a text must be a JSON string'
-    raise DataError(f'{p}, line {i}: the {kind} field {field!r} holds {what} ({json.dumps(v)[:40]}), not a string: {fix}')
-
-# %% ../nbs/02b_data.ipynb #ab0b4b5b
-def _read_fields(p, ext, text_field, label_field, blank='skip'):
-    texts, labels, lines, blanks = [], [] if label_field else None, array('q'), []
-    for i, row in _rows(p, ext):
-        for kind, field, flag in (('text', text_field, '--text-field'), ('label', label_field, '--label-field')):
-            if field and field not in row: raise _missing_field(p, ext, i, kind, field, row, flag)
-        text = _field_value(p, i, row, text_field, 'text')
-        if text is None or not text.strip():
-            if blank == 'refuse': raise DataError(f'{p}, line {i}: the text field {text_field!r} is blank: `txc predict` prints one line per row, in order, so every row needs a text: fill or drop it')
-            blanks.append(i); continue
-        texts.append(text.strip()); lines.append(i)
-        if label_field:
-            y = _field_value(p, i, row, label_field, 'label')
-            if y is None or not y.strip(): raise DataError(f'{p}, line {i}: empty label in field {label_field!r}: every text needs a label')
-            labels.append(y.strip())
-    if blanks: warnings.warn(f'{p}: skipped {len(blanks)} row(s) whose text field {text_field!r} is blank or null (the first on line {blanks[0]}); fill or drop them to silence this')
-    return texts, labels, lines
-
-# %% ../nbs/02b_data.ipynb #e4b1c2d3
-def read_rows(input,                    # .txt, .csv or .jsonl path (suffix in any case), or 'bundled'
-              text_field:str='text',    # csv column / json key holding the text
-              label_field:str|None=None,# csv column / json key holding the label, if any
-              blank:str='skip',         # a row with a blank or null text: 'skip' it (one warning for all), or 'refuse' it
-             ) -> tuple[list[str], list[str]|None, array|None]:
-    "Texts, labels (as strings, when `label_field`) and the line each text starts on (None for 'bundled'); `DataError` for user mistakes."
-    if str(input) == 'bundled': return mlm_texts(), None, None
-    p = Path(input)
-    if (ext := text_format(p)) != '.txt': texts, labels, lines = _read_fields(p, ext, text_field, label_field, blank)
-    elif label_field: raise DataError(f'{p} is a .txt file and has no fields, so no label field {label_field!r}: use .csv or .jsonl for labelled data')
-    else:
-        texts, labels, lines = [], None, array('q')
-        for i, line in enumerate(utf8_lines(p.read_bytes(), p), 1):
-            if text := line.strip(): texts.append(text); lines.append(i)
-    if not texts: raise DataError(f'input file {p} holds no texts (it is empty or every text is blank): give a file with at least one text')
-    return texts, labels, lines
-
-def read_texts(input, text_field:str='text', label_field:str|None=None, blank:str='skip') -> tuple[list[str], list[str]|None]:
-    "Texts (and labels as strings, when `label_field`) from a file, as `read_rows` reads them; `DataError` for user mistakes."
-    return read_rows(input, text_field, label_field, blank)[:2]
 
 # %% ../nbs/02b_data.ipynb #52405211
 def parse_splits(splits) -> tuple[float, float, float]:
