@@ -4,30 +4,29 @@
 
 # %% ../nbs/08c_quickstart.ipynb #d60eb097
 from __future__ import annotations
-import hashlib, json, os, shutil, time, warnings
+import json, os, shutil, time, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from .config import ConfigError, DataError, check_out_dir
+from .config import ConfigError, check_out_dir
 from .config_io import apply_overrides, load_config, save_config
-from .corpus import ASSET, MLM_EVAL_DOCS, SECTIONS
-from .data import (bundled_splits, load_tensor_dataset, write_splits, write_record, split_file, split_indices, parse_splits, read_rows,
-                      encode_ragged, text_format, _skip_tokenless)
+from .corpus import SECTIONS
+from .data import bundled_splits, load_tensor_dataset, write_splits, write_record
 from .loggers import busy_cores, usable_cores
-from .tokenizer import SPECIAL_TOKENS, WordPieceTokenizer, bert_tokenizer
+from .tokenizer import WordPieceTokenizer
+from .userdata import UserData, user_data, input_record, input_changes, mlm_split
 from .experiments import generate_pretraining_experiment, generate_finetuning_experiment
 from .checkpoint import RunInterrupted, RunLock
 from .training import train
 from .predict import Ensemble
 
 # %% auto #0
-__all__ = ['PRESETS', 'MLM_VAL_SHARE', 'STATE', 'WRITES', 'FIELDS', 'INPUT_FIELDS', 'BUNDLED', 'QuickstartPreset',
-           'bare_tokenizer', 'file_sha256', 'input_record', 'UserData', 'unlabelled_texts', 'user_data', 'mlm_split',
-           'Stopwatch', 'class_data', 'build_tokenizer', 'build_datasets', 'configure', 'merge', 'data_overrides',
-           'busy_warning', 'root_kind', 'clear_quickstart', 'write_state', 'read_state', 'input_changes', 'continued',
-           'open_root', 'run_stage', 'ensemble_scores', 'quickstart', 'data_lines', 'summary_table']
+__all__ = ['PRESETS', 'STATE', 'WRITES', 'FIELDS', 'INPUT_FIELDS', 'BUNDLED', 'QuickstartPreset', 'Stopwatch', 'class_data',
+           'build_tokenizer', 'build_datasets', 'configure', 'merge', 'data_overrides', 'busy_warning', 'root_kind',
+           'clear_quickstart', 'write_state', 'read_state', 'continued', 'open_root', 'run_stage', 'ensemble_scores',
+           'quickstart', 'data_lines', 'summary_table']
 
 # %% ../nbs/08c_quickstart.ipynb #77b33331
 @dataclass
@@ -58,66 +57,6 @@ PRESETS = {
 }
 _d = PRESETS['default']    # long: the default with 3x the MLM steps (9 passes), the one knob that measurably helped; ~30 min on 2 CPU cores
 PRESETS['long'] = replace(_d, pretraining=_d.pretraining | dict(training=_d.pretraining['training'] | dict(epochs=9, max_steps=13_500, eval_every_n_steps=4500)))
-
-# %% ../nbs/08c_quickstart.ipynb #a0e1c002
-def bare_tokenizer(lowercase:bool=True, strip_accents:bool=True)->WordPieceTokenizer:
-    "A tokenizer whose vocab is the special tokens only: it drops what a vocab trained with these options drops, and every word becomes `[UNK]`."
-    specials = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    return WordPieceTokenizer(bert_tokenizer(specials, lowercase, strip_accents, nfc=True), lowercase, strip_accents, max_length=3)
-
-# %% ../nbs/08c_quickstart.ipynb #a0e1c005
-def file_sha256(path)->str:
-    "sha256 of a file's bytes ('bundled': of the bundled corpus' file), read 1 MiB at a time."
-    h = hashlib.sha256()
-    with open(ASSET if str(path) == 'bundled' else path, 'rb') as f:
-        while b := f.read(1 << 20): h.update(b)
-    return h.hexdigest()
-
-def input_record(input, text_field:str='text', label_field:str='label', splits=(0.8, 0.1, 0.1), seed:int=0, unlabelled=())->dict:
-    "What quickstart.json keeps of the inputs: resolved paths, the sha256 of their bytes, fields, splits, seed; `DataError` for a missing file or splits it cannot use."
-    fr = parse_splits(splits)
-    if not (fr[1] and fr[2]): raise DataError(f"--splits {splits}: the quickstart picks checkpoints on the val split and scores the test split, so both must be above 0 (such as 0.8,0.1,0.1)")
-    for f in (input, *unlabelled): str(f) == 'bundled' or text_format(Path(f), '--input' if f is input else '--unlabelled')
-    where = lambda f: 'bundled' if str(f) == 'bundled' else str(Path(f).resolve())
-    return dict(input=where(input), sha256=file_sha256(input), text_field=text_field, label_field=label_field, splits=list(fr), seed=seed,
-                unlabelled=[dict(path=where(f), sha256=file_sha256(f)) for f in unlabelled])
-
-# %% ../nbs/08c_quickstart.ipynb #a0e1c006
-@dataclass
-class UserData:
-    "The user's labelled file split as `txc prepare` splits it, and the texts the vocab and the MLM run learn from."
-    parts: dict                # {'train'|'val'|'test': (texts, label ids)}
-    names: list                # the class names in id order
-    unlabelled: list           # the --unlabelled texts that the labelled file does not hold
-    seed: int = 0              # the split's seed, which holds out the MLM validation texts too
-    @property
-    def corpus(self)->list: return self.parts['train'][0] + self.unlabelled   # the vocab's and the MLM run's texts
-
-def unlabelled_texts(files, text_field:str, parts:dict)->list[str]:
-    "The texts of the `--unlabelled` files, less those the tokenizer keeps nothing of and those of the labelled `parts` (val and test ones with a warning)."
-    held, train, out, bare = set(parts['val'][0]) | set(parts['test'][0]), set(parts['train'][0]), [], bare_tokenizer()
-    for f in files:
-        texts, _, lines = read_rows(f, text_field)
-        kept = [texts[i] for i in _skip_tokenless(f, texts, lines, encode_ragged(bare, texts, 3)[1]).tolist()]
-        if leak := sum(t in held for t in kept):
-            warnings.warn(f"--unlabelled {f}: left out {leak} text(s) that are val or test texts of --input: the vocab and the MLM run "
-                          "never see a text the classifiers are scored on")
-        out += [t for t in kept if t not in held and t not in train]
-    return out
-
-def user_data(input, text_field:str='text', label_field:str='label', splits=(0.8, 0.1, 0.1), seed:int=0, unlabelled=())->UserData:
-    "Read, check and split the labelled file `input` as `txc prepare` does (a class with no train text is an error here), and add the `unlabelled` files' texts."
-    texts, _, rows, names = split_file(bare_tokenizer(), input, text_field, label_field, splits, seed, max_length=3, absent='refuse')
-    parts = {k: ([texts[r] for r in rs.tolist()], ys) for k, (rs, ys) in rows.items()}
-    return UserData(parts, names, unlabelled_texts(unlabelled, text_field, parts), seed)
-
-# %% ../nbs/08c_quickstart.ipynb #a0e1c00a
-MLM_VAL_SHARE = 0.05    # of the user's MLM corpus, held out to validate pretraining (1 to MLM_EVAL_DOCS texts)
-
-def mlm_split(texts:list[str], seed:int=0)->dict:
-    "The MLM corpus `texts` as `{split: (texts, None)}`: a seeded random 5% (1 to `MLM_EVAL_DOCS` texts) for val, the rest for train, no test."
-    f = min(MLM_VAL_SHARE, MLM_EVAL_DOCS / max(len(texts), 1))
-    return {k: ([texts[i] for i in v], None) for k, v in split_indices(len(texts), (1 - f, f, 0), seed).items()}
 
 # %% ../nbs/08c_quickstart.ipynb #4536ec93
 class Stopwatch:
@@ -238,21 +177,6 @@ def read_state(root:Path)->dict:
         return st
     raise ConfigError(f"--resume: {root / STATE} is unreadable or incomplete, so what finished there is unknown: "
                       f"pass --force instead of --resume to start {root} afresh")
-
-# %% ../nbs/08c_quickstart.ipynb #a0e1c00e
-def input_changes(old:dict|None, new:dict|None)->str|None:
-    "What differs, in words, between the inputs a quickstart started with (`old`; None: the bundled corpus) and those it is continued with (`new`), or None."
-    said = lambda r: 'the bundled corpus' if r is None else f"--input {r['input']}"
-    if old is None or new is None: return None if old is new else f"{said(old)}, not {said(new)}"
-    show = lambda k, v: ','.join(map(str, v)) if k == 'splits' else v
-    flags = dict(text_field='--text-field', label_field='--label-field', splits='--splits', seed='--seed')
-    if diff := [f"{flag} {show(k, old[k])}, not {show(k, new[k])}" for k, flag in flags.items() if old[k] != new[k]]: return '; '.join(diff)
-    if old['sha256'] != new['sha256']:
-        return (f"--input {old['input']} of sha256 {old['sha256'][:12]}, not {new['input']} of sha256 {new['sha256'][:12]} "
-                "(another file, or this one edited since)")
-    files = lambda r: ' '.join(f"{u['path']} (sha256 {u['sha256'][:12]})" for u in r['unlabelled']) or 'none'
-    if [u['sha256'] for u in old['unlabelled']] != [u['sha256'] for u in new['unlabelled']]: return f"--unlabelled {files(old)}, not {files(new)}"
-    return None
 
 # %% ../nbs/08c_quickstart.ipynb #6ba348fc
 def continued(st:dict, root:Path, preset:str, threads:int|None, inputs:dict|None=None)->dict:
