@@ -46,7 +46,7 @@ def add_tokenizer(sub):
 
 def cmd_tokenizer(args):
     from txc.tokenizer import WordPieceTokenizer
-    from txc.data import read_texts
+    from txc.textfiles import read_texts
     check_out_dir(args.out, '--out')              # a file, or under one: refused before, not after, training
     if (Path(args.out) / 'vocab.txt').is_file() and not args.force:
         raise DataError(f"--out {args.out} already holds a vocab; the datasets and runs made with it record its sha256 and would refuse a new one: "
@@ -168,7 +168,7 @@ def add_predict(sub):
 
 def read_input(src:str, text_field:str='text')->tuple[list[str], list[int]]:
     "The texts of `--input`, one per output line, and the line each starts on: a .csv or .jsonl file's `text_field` (a blank one is an error naming its line), or the non-blank lines of a .txt file, or of stdin when `src` is '-'."
-    from txc.data import read_rows, text_format, utf8_lines
+    from txc.textfiles import read_rows, text_format, utf8_lines
     if src != '-' and text_format(Path(src), '--input') != '.txt': return read_rows(src, text_field, blank='refuse')[::2]
     raw, name = (sys.stdin.buffer.read(), 'stdin') if src == '-' else (Path(src).read_bytes(), src)
     found = [(line.rstrip('\r\n'), i) for i, line in enumerate(utf8_lines(raw, name), 1) if line.strip()]
