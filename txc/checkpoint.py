@@ -196,7 +196,7 @@ class RunLock:
     def __init__(self, run_dir): self.path = Path(run_dir) / 'train.lock'
     def acquire(self):
         make_out_dir(self.path.parent, 'run dir')
-        key = os.path.realpath(self.path)
+        self.key = key = os.path.realpath(self.path)    # resolved once: a chdir before release must not strand the lock
         with RunLock._guard:
             while True:
                 try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -214,20 +214,21 @@ class RunLock:
                 RunLock.held.add(key)
                 return self
     def release(self):
+        key = getattr(self, 'key', None) or os.path.realpath(self.path)
         with RunLock._guard:
-            RunLock.held.discard(os.path.realpath(self.path))
+            RunLock.held.discard(key)
             try:
-                if int(self.path.read_text().strip()) == os.getpid(): self.path.unlink()
+                if int(Path(key).read_text().strip()) == os.getpid(): Path(key).unlink()
             except (ValueError, FileNotFoundError): pass
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
 # %% ../nbs/07e_checkpoint.ipynb #dc3386b3
 class RunInterrupted(KeyboardInterrupt):
-    "Ctrl-C stopped a run at a step boundary after writing its full state to `last.ckpt`; the message says how to continue."
+    "Ctrl-C (or the signal `signum`) stopped a run at a step boundary after writing its full state to `last.ckpt`; the message says how to continue."
     def __init__(self, step:int, path:Path, how:str="set training.resume to {is_resume: true, checkpoint_path: checkpoints/last.ckpt, "
-                 "load_only_model_state: false} in the run's config.yaml and start the run again"):
-        self.step, self.path = step, path
+                 "load_only_model_state: false} in the run's config.yaml and start the run again", signum:int=signal.SIGINT):
+        self.step, self.path, self.signum = step, path, signum
         super().__init__(f"stopped at step {step} with its full state in {path}; to continue exactly where it stopped, {how}")
 
 class InterruptCB(Callback):
@@ -237,15 +238,18 @@ class InterruptCB(Callback):
     def __init__(self, ckpt:CheckpointCB): self.ckpt, self.t, self.prev = ckpt, None, {}
     def before_fit(self, t):
         self.t, self.env, t.stop_requested, t.stop_agreed = t, dist_env(), False, False
+        self.signum = signal.SIGINT
         if threading.current_thread() is not threading.main_thread(): return            # only the main thread may set handlers
         for s in self.SIGNALS:
-            if signal.getsignal(s) is not signal.SIG_IGN: self.prev[s] = signal.signal(s, self.request)   # ignored (a background job's Ctrl-C): keep it so
+            h = signal.getsignal(s)
+            if h is signal.SIG_IGN or (s == signal.SIGTERM and h is not signal.SIG_DFL): continue   # ignored (a background job's Ctrl-C),
+            self.prev[s] = signal.signal(s, self.request)                                      # or a SIGTERM handler of the user's: keep it
     def request(self, signum=signal.SIGINT, frame=None):
         "What Ctrl-C and SIGTERM call: ask the run to stop at the end of the step in progress."
         if self.t.stop_requested:                                           # a second Ctrl-C stops at once; a SIGTERM may come twice
             if signum == signal.SIGTERM: return                             # (Linux repeats a parent's death signal): a stop is under way
             raise KeyboardInterrupt()
-        self.t.stop_requested = True
+        self.t.stop_requested, self.signum = True, signum
         if self.env.is_main:                                                # under torchrun every rank hears it: say it once
             again = 'press it again' if signum == signal.SIGINT else 'press Ctrl-C'
             print(f"\n{self.SIGNALS.get(signum, 'Ctrl-C')}: stopping after this step and writing checkpoints/last.ckpt ({again} to stop at once, without saving)",
@@ -260,7 +264,7 @@ class InterruptCB(Callback):
     def stop(self, t):
         self.ckpt.save(t, 'last.ckpt')
         barrier()                                     # rank 0 has written it before any rank leaves: torchrun ends the job when one does
-        raise RunInterrupted(t.global_step, self.ckpt.dir / 'last.ckpt')
+        raise RunInterrupted(t.global_step, self.ckpt.dir / 'last.ckpt', signum=self.signum)
     def cleanup_fit(self, t):
         for s, handler in self.prev.items(): signal.signal(s, handler)
         self.prev = {}

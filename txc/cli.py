@@ -189,7 +189,8 @@ def nothing_to_label(predictor, texts:list[str], lines:list[int]|None, src:str|N
 def unknown_note(texts:list[str], lines:list[int]|None, src:str|None, idx:list[int])->str:
     "The warning for the texts at `idx` that are mostly `[UNK]` to the run's vocab, naming the first (`--text`, or the line of `src`)."
     t = texts[idx[0]]
-    where = f'--text {t!r:.40}' if lines is None else f"{'stdin' if src == '-' else src}, line {lines[idx[0]]}: {t!r:.40}"
+    t = t if len(t) <= 40 else t[:37] + '...'                          # cut before the repr: its closing quote stays
+    where = f'--text {t!r}' if lines is None else f"{'stdin' if src == '-' else src}, line {lines[idx[0]]}: {t!r}"
     return (f"{len(idx)} of {len(texts)} texts are mostly [UNK] to the run's vocab (at least half their tokens; the first is {where}): "
             "a script or language the vocab was not trained on, so their labels are guesses")
 
@@ -333,7 +334,7 @@ def say(line:str, file=None):
 def _warning_line(message, category, filename, lineno, file=None, line=None): say(f"warning: {message}", file)
 
 def guarded(fn, *args)->int:
-    "Call `fn(*args)`; a `TxcError` becomes one line `error: ...` on stderr and exit code 2, Ctrl-C `interrupted: ...` and 130; a warning one line `warning: ...`."
+    "Call `fn(*args)`; a `TxcError` becomes one line `error: ...` on stderr and exit code 2, Ctrl-C `interrupted: ...` and 130 (143 for a run SIGTERM stopped); a warning one line `warning: ...`."
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line
         try: fn(*args); sys.stdout.flush()             # flushed here, so that a closed pipe is met here
@@ -346,7 +347,7 @@ def guarded(fn, *args)->int:
         except KeyboardInterrupt as e:                 # Ctrl-C; a training run has saved its state first (`RunInterrupted`)
             if int(os.environ.get('RANK', '0')) == 0:   # torchrun: one line, not one a rank (no torch import: Ctrl-C may land mid-import)
                 print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
-            return 130
+            return 143 if getattr(e, 'signum', None) == 15 else 130    # SIGTERM (15) stopped it: as a shell reports a process it ended
     return 0
 
 def finish(rc:int)->int:

@@ -4,6 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #ef32d6ec
 from __future__ import annotations
+import math
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union, get_args
 
@@ -53,16 +54,25 @@ def _number_kind(annotation)->Optional[str]:
     leaves = _leaf_types(annotation)
     return 'number' if float in leaves else 'integer' if int in leaves else None
 
+def _not_finite(v)->bool:
+    "Whether `v` (a number, a string pydantic would read as one, or a list of them) is or holds inf or nan."
+    if isinstance(v, (list, tuple)): return any(map(_not_finite, v))
+    try: return isinstance(v, (float, str)) and not math.isfinite(float(v))
+    except ValueError: return False                   # not a number at all: the field's own check says so
+
 class Section(BaseModel):
     "Base of every config section: unknown keys are errors, assignments are validated, booleans are not numbers, floats are finite."
-    model_config = ConfigDict(extra='forbid', validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra='forbid', validate_assignment=True)
 
     @field_validator('*', mode='before')
     @classmethod
-    def _no_bool_numbers(cls, v, info):
+    def _plain_numbers(cls, v, info):
         kind = _number_kind(cls.model_fields[info.field_name].annotation)
         if kind and (isinstance(v, bool) or isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v)):
             raise ValueError(f"Input should be a valid {kind}, not a boolean (true/false)")
+        if kind == 'number' and _not_finite(v) and not (info.context or {}).get('stored'):   # a finished run's stored config keeps its values
+            off = ' (null turns it off)' if type(None) in _leaf_types(cls.model_fields[info.field_name].annotation) else ''
+            raise ValueError(f"Input should be a finite number, not {v}{off}")
         return v
 
 # %% ../nbs/00_config.ipynb #323b7159

@@ -45,7 +45,7 @@ def init_distributed(device:torch.device)->tuple[DistEnv, torch.device]:
     if not env.distributed or is_distributed(): return env, _local(device, env)
     if device.type == 'cuda' and torch.cuda.device_count() <= env.local_rank:
         raise ConfigError(f"torchrun started local rank {env.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible: lower --nproc_per_node")
-    end_with_parent()                               # a killed torchrun must not leave its workers training on their own
+    if 'TORCHELASTIC_RUN_ID' in os.environ: end_with_parent()   # torchrun's worker: a killed torchrun must not leave it training alone
     dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', timeout=timedelta(minutes=30))
     return dist_env(), _local(device, env)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09a_panel.ipynb #8603a220
 from __future__ import annotations
-import html, io, re, threading, time, warnings
+import html, io, re, sys, threading, time, warnings
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -257,11 +257,17 @@ add_methods(RunPanel, save=_save)
 # %% ../nbs/09a_panel.ipynb #6c2f8b31
 class _RunStart(Warning): "Never raised: the category of the filter the panel re-adds at each launch (a filter change resets what Python has shown)."
 
+_passing = threading.local()                           # set while a warning is handed down the chain of hooks on this thread
+
 def _panel_showwarning(message, category, filename, lineno, file=None, line=None):
     "`warnings.showwarning` for the process: a warning from a panel's training thread goes to that panel, any other to the hook this one replaced."
     panel = getattr(threading.current_thread(), 'txc_panel', None)
     if panel is not None: return panel.warned(f'{category.__name__}: {message}')
-    _panel_showwarning.chained(message, category, filename, lineno, file, line)
+    if getattr(_passing, 'on', False):                 # the chain came back here (a hook that calls ours was chained): show it plainly, once
+        return (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+    _passing.on = True
+    try: _panel_showwarning.chained(message, category, filename, lineno, file, line)
+    finally: _passing.on = False
 
 def route_warnings():
     "Send the warnings of panel training threads to their panels (installed once; again if something replaced it), and show each one again in the run starting now."

@@ -122,8 +122,11 @@ add_methods(Predictor, tokenless=_tokenless)
 # %% ../nbs/08a_predict.ipynb #faab0d64
 def _unknown(self, texts:list[str], share:float=0.5)->list[int]:
     "Indices of the `texts` in which at least `share` of the tokens this predictor's tokenizer (any member's) keeps are `[UNK]`."
-    found = set()
-    for m in getattr(self, 'members', [self]):
+    found, asked = set(), set()
+    for m in getattr(self, 'members', [self]):                        # an ensemble's members usually share one vocab: encode once
+        key = (str(Path(m.vocab_dir).resolve()) if getattr(m, 'vocab_dir', None) else id(m.tokenizer), m.max_length)
+        if key in asked: continue
+        asked.add(key)
         found |= {i for i, s in enumerate(unknown_shares(m.tokenizer, list(texts), m.max_length)) if s >= share}
     return sorted(found)
 

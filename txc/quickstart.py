@@ -215,7 +215,7 @@ def run_stage(run:Path, generate, overrides:dict, again:dict)->dict:
         if run.exists(): shutil.rmtree(run)                 # an attempt that stopped before its first checkpoint: start it again
         configure(generate(), overrides)
     try: return train(load_config(run / 'config.yaml'), run).results
-    except RunInterrupted as e: raise RunInterrupted(e.step, e.path, "run the same txc quickstart command with --resume") from None
+    except RunInterrupted as e: raise RunInterrupted(e.step, e.path, "run the same txc quickstart command with --resume", e.signum) from None
 
 def ensemble_scores(runs:list, data:Path)->dict:
     "Validation and test metrics of the ensemble of the finetuning `runs` on the datasets in `data`."
