@@ -182,7 +182,7 @@ def _check_splits(p, parts, names, absent:str='warn'):
         warnings.warn(f'{p}: {dup} val/test text(s) also appear in train (the file repeats them): their scores measure memory, not generalisation; '
                       'remove duplicate texts before `txc prepare`')
     if names and (gone := sorted(set(range(len(names))) - set(parts['train'][1]))):
-        cut = lambda n: repr(n if len(n) <= 40 else n[:37] + '...')
+        cut = lambda n: repr(n if len(n) <= 40 else f'{n[:22]}...{n[-15:]}')      # both ends: texts often share a start
         listed = ", ".join(cut(names[i]) for i in gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
         swapped = ' (class names this long look like texts: are the text and label fields swapped?)' if any(len(names[i]) > 40 for i in gone) else ''
         why = (f'{p}: class(es) {listed} have no example in the train split, only in val/test{swapped}, '
