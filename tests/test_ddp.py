@@ -31,6 +31,18 @@ def torchrun(run_dir, *extra, rc=0):
     return run(torchrun_cmd(run_dir, *extra), rc=rc)
 
 
+def one_vs_two(one, two, steps=6):
+    """Train run dir `one` in one process and `two` under torchrun with 2; both must log steps 1..`steps`.
+    Returns the largest per-step loss gap, the largest final-weight gap, and the (step, loss, loss) rows."""
+    run([sys.executable, str(ENTRY), str(one / 'config.yaml'), str(one)])
+    assert torchrun(two).stdout.count(f'done: step {steps}') == 2
+    a, b = read_csv(one / 'metrics/train/train.csv'), read_csv(two / 'metrics/train/train.csv')
+    assert [r['step'] for r in a] == [r['step'] for r in b] == list(range(1, steps + 1))
+    wa, wb = load_checkpoint(one / 'checkpoints/model.ckpt')['model'], load_checkpoint(two / 'checkpoints/model.ckpt')['model']
+    return (max(abs(ra['loss'] - rb['loss']) for ra, rb in zip(a, b)), max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa),
+            [(ra['step'], ra['loss'], rb['loss']) for ra, rb in zip(a, b)])
+
+
 def files(d):
     return sorted(str(p.relative_to(d)) for p in d.rglob('*') if p.is_file())
 
@@ -165,16 +177,9 @@ def test_torchrun_class_weights_uneven_last_batch_match_one(tmp_path, weights):
     one, two = tmp_path / 'one', tmp_path / 'two'
     write_run(tiny_config(ws, 'finetuning', 'one', architecture=arch, head=head, batch_size=8, **common), one)
     write_run(tiny_config(ws, 'finetuning', 'two', architecture=arch, head=head, batch_size=4, **common), two)
-    run([sys.executable, str(ENTRY), str(one / 'config.yaml'), str(one)])
-    assert torchrun(two).stdout.count('done: step 6') == 2                  # 3 steps an epoch, on both ranks
-
-    a, b = read_csv(one / 'metrics/train/train.csv'), read_csv(two / 'metrics/train/train.csv')
-    assert [r['step'] for r in a] == [r['step'] for r in b] == list(range(1, 7))
-    gap = max(abs(ra['loss'] - rb['loss']) for ra, rb in zip(a, b))
-    wa, wb = load_checkpoint(one / 'checkpoints/model.ckpt')['model'], load_checkpoint(two / 'checkpoints/model.ckpt')['model']
-    wgap = max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+    gap, wgap, rows = one_vs_two(one, two)                                  # 3 steps an epoch, on both ranks
     print(f"class_weights={weights}: max |loss(1 proc) - loss(2 procs)| {gap:.2e}, max |weight difference| {wgap:.2e}")
-    assert gap < 1e-5, [(ra['loss'], rb['loss']) for ra, rb in zip(a, b)]
+    assert gap < 1e-5, rows
     assert wgap < 1e-5, wgap
 
 def test_killed_torchrun_stops_its_workers_with_a_checkpoint(tmp_path):
@@ -227,14 +232,7 @@ def test_torchrun_uneven_train_set_matches_one(tmp_path, case):
         return c
     one, two = tmp_path / 'one', tmp_path / 'two'
     write_run(cfg('one', 8), one); write_run(cfg('two', 4), two)
-    run([sys.executable, str(ENTRY), str(one / 'config.yaml'), str(one)])
-    assert torchrun(two).stdout.count('done: step 6') == 2                  # 6 micro-batches a rank, 3 steps an epoch
-
-    a, b = read_csv(one / 'metrics/train/train.csv'), read_csv(two / 'metrics/train/train.csv')
-    assert [r['step'] for r in a] == [r['step'] for r in b] == list(range(1, 7))
-    gap = max(abs(ra['loss'] - rb['loss']) for ra, rb in zip(a, b))
-    wa, wb = load_checkpoint(one / 'checkpoints/model.ckpt')['model'], load_checkpoint(two / 'checkpoints/model.ckpt')['model']
-    wgap = max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+    gap, wgap, rows = one_vs_two(one, two)                                  # 6 micro-batches a rank, 3 steps an epoch
     print(f"{case}, {n_train} rows: max |loss(1 proc) - loss(2 procs)| {gap:.2e}, max |weight difference| {wgap:.2e}")
-    assert gap < 1e-5, [(ra['step'], ra['loss'], rb['loss']) for ra, rb in zip(a, b)]
+    assert gap < 1e-5, rows
     assert wgap < 1e-5, wgap
