@@ -78,8 +78,8 @@ def class_data(own:bool)->str:
     return 'labelled' if own else 'sections'
 
 def build_tokenizer(p:QuickstartPreset, out:Path, data:UserData|None=None)->WordPieceTokenizer:
-    "Train the quickstart's WordPiece vocab on the MLM training docs (with `data`, on its `corpus`)."
-    texts = (bundled_splits('bundled')[0]['train'][0] if data is None else data.corpus)[:p.tokenizer_docs]
+    "Train the quickstart's WordPiece vocab on the MLM training docs (with `data`, on its `corpus` less the MLM validation texts)."
+    texts = (bundled_splits('bundled')[0] if data is None else mlm_split(data.corpus, data.seed))['train'][0][:p.tokenizer_docs]
     tok = WordPieceTokenizer.train(texts=texts, vocab_size=p.vocab_size, max_length=p.max_length)
     tok.save(out)
     if tok.vocab_size < p.vocab_size:
@@ -98,8 +98,8 @@ def build_datasets(p:QuickstartPreset, tok, out:Path, data:UserData|None=None, v
     (out / name / 'labels.json').write_text(json.dumps(names, indent=1) + '\n')
     if vocab_dir is not None:                       # as txc prepare records its datasets: runs pointed at another vocab are refused
         own = data is not None
-        for d, what, labels in (('mlm', 'txc quickstart: --input train texts and --unlabelled' if own else 'bundled', None),
-                                (name, 'txc quickstart: --input' if own else 'bundled-sections', names)):
+        for d, what, labels in (('mlm', f'txc quickstart --input {data.source}: its train texts and --unlabelled' if own else 'bundled', None),
+                                (name, f'txc quickstart --input {data.source}' if own else 'bundled-sections', names)):
             write_record(out / d, what, labels, shapes[d], vocab_dir, tok, p.max_length, split='txc quickstart')
     return shapes
 
@@ -268,7 +268,7 @@ def quickstart(root='txc-quickstart', preset:str='default', force:bool=False, pr
         ens = stage('ensemble', ensemble_scores, [ft, sc], root / 'data' / class_data(own))
         return dict(preset=preset, root=root, times=clock.times, test=ft_r.get('test', {}), val=ft_r.get('val', {}), mlm_val=pre_r.get('val', {}),
                     scratch=dict(test=sc_r.get('test', {}), val=sc_r.get('val', {})), ensemble=ens, runs=dict(pretraining=pre, finetuning=ft, scratch=sc),
-                    **(dict(data=dict(input=str(input), classes=len(data.names), counts=shapes)) if own else {}))
+                    **(dict(data=dict(input=str(input), classes=len(data.names), counts=shapes, train_texts=len(data.parts['train'][0]))) if own else {}))
     finally: lock.release()
 
 # %% ../nbs/08c_quickstart.ipynb #07dfa9e6
@@ -276,7 +276,8 @@ def data_lines(data:dict|None)->list[str]:
     "The table's lines on the user's data (none for the bundled corpus): the input, its classes and the texts in each split."
     if data is None: return []
     n, m = ({k: v[0] for k, v in data['counts'][d].items()} for d in ('labelled', 'mlm'))
-    return [f"  --input {data['input']}: {data['classes']} classes; {n['train']:,} train, {n['val']:,} val, {n['test']:,} test texts",
+    cap = f" (the preset's first {n['train']:,} of {data['train_texts']:,})" if n['train'] < data.get('train_texts', 0) else ''
+    return [f"  --input {data['input']}: {data['classes']} classes; {n['train']:,} train{cap}, {n['val']:,} val, {n['test']:,} test texts",
             f"  MLM corpus: {m['train']:,} texts, {m['val']:,} more held out to validate"]
 
 def summary_table(res:dict)->str:

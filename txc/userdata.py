@@ -49,6 +49,7 @@ class UserData:
     names: list                # the class names in id order
     unlabelled: list           # the --unlabelled texts that the labelled file does not hold
     seed: int = 0              # the split's seed, which holds out the MLM validation texts too
+    source: str = ''           # the labelled file, as given
     @property
     def corpus(self)->list: return self.parts['train'][0] + self.unlabelled   # the vocab's and the MLM run's texts
 
@@ -68,7 +69,7 @@ def user_data(input, text_field:str='text', label_field:str='label', splits=(0.8
     "Read, check and split the labelled file `input` as `txc prepare` does (a class with no train text is an error here), and add the `unlabelled` files' texts."
     texts, _, rows, names = split_file(bare_tokenizer(), input, text_field, label_field, splits, seed, max_length=3, absent='refuse')
     parts = {k: ([texts[r] for r in rs.tolist()], ys) for k, (rs, ys) in rows.items()}
-    return UserData(parts, names, unlabelled_texts(unlabelled, text_field, parts), seed)
+    return UserData(parts, names, unlabelled_texts(unlabelled, text_field, parts), seed, str(input))
 
 # %% ../nbs/08b_userdata.ipynb #a0e1c00a
 MLM_VAL_SHARE = 0.05    # of the user's MLM corpus, held out to validate pretraining (1 to MLM_EVAL_DOCS texts)
