@@ -312,7 +312,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
 class Parser(argparse.ArgumentParser):
     "An ArgumentParser whose usage errors are one line `error: ...` with exit code 2, like every other txc error, and whose help shows defaults."
     def __init__(self, *args, **kw): super().__init__(*args, **{'formatter_class': DefaultsFormatter, **kw})
-    def error(self, message): self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+    def error(self, message):                         # under torchrun every rank parses the same argv: rank 0 says it
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n" if int(os.environ.get('RANK', '0')) == 0 else None)
 
 def build_parser()->argparse.ArgumentParser:
     from txc import __version__
