@@ -13,7 +13,8 @@ import torch
 from .config import ConfigError, check_out_dir
 from .config_io import apply_overrides, load_config, save_config
 from .corpus import SECTIONS
-from .data import bundled_splits, load_tensor_dataset, write_splits, write_record
+from .data import bundled_splits, write_splits, write_record
+from .datasets import load_tensor_dataset
 from .loggers import busy_cores, usable_cores
 from .tokenizer import WordPieceTokenizer
 from .userdata import UserData, user_data, input_record, input_changes, mlm_split
