@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .config import ConfigError, DataError, ResumeConfig, TxcError, make_out_dir
-from .data import unpickle_reason, vocab_sha256
+from .data import vocab_sha256
+from .datasets import unpickle_reason
 from .distributed import barrier, dist_env, gather_objects
 from .trainer import Callback
 

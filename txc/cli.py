@@ -118,7 +118,7 @@ def cmd_check(args):
             what = 'a checkpoint (load it with txc.checkpoint.load_checkpoint)' if kind == '.ckpt' else f'a {kind or "file without extension"}'
             raise DataError(f"{path} is {what}: txc check takes config files (.yaml, .yml) and datasets (.pt)")
         else:
-            from txc.data import load_tensor_dataset
+            from txc.datasets import load_tensor_dataset
             ds = load_tensor_dataset(path, num_labels=args.num_labels)
             print(f"ok {path}: {len(ds):,} sequences of length {ds.tensors[0].shape[1]}, {len(ds.tensors)} tensors")
 
@@ -219,7 +219,8 @@ def cmd_predict(args):
     ck = f'checkpoints/{args.checkpoint}'
     predictor = Predictor.from_run(runs[0], ck) if len(runs) == 1 else Ensemble.from_runs(runs, ck)
     if args.score:
-        from txc.data import load_tensor_dataset, check_same_vocab
+        from txc.data import check_same_vocab
+        from txc.datasets import load_tensor_dataset
         members = getattr(predictor, 'members', [predictor])
         for m in members: check_same_vocab(args.score, m.vocab_dir)
         vocab, names = min(m.tokenizer.vocab_size for m in members), dataset_classes(args.score)

@@ -14,7 +14,7 @@ from torch import nn, Tensor
 from pydantic import ValidationError
 
 from .config import ArchitectureConfig, DataError
-from .data import unpickle_reason
+from .datasets import unpickle_reason
 from .attention import AttentionBias, SelfAttention, sinusoidal_table
 from .unpad import Packing
 

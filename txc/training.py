@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from .config import ArchitectureConfig, ConfigError, DataError, TxcConfig, TxcError
 from .config_io import save_config
-from .data import load_tensor_dataset, check_same_vocab, vocab_sha256
+from .data import check_same_vocab, vocab_sha256
+from .datasets import load_tensor_dataset
 from .tokenizer import WordPieceTokenizer
 from .collate import MLMCollator, EvalMLMCollator, ClassificationCollator
 from .heads import MaskedLM, Classifier
