@@ -20,14 +20,18 @@ from .tokenizer import WordPieceTokenizer
 from .userdata import UserData, user_data, input_record, mlm_split
 from .experiments import generate_pretraining_experiment, generate_finetuning_experiment
 from .checkpoint import RunInterrupted, RunLock
-from .quickstart_root import open_root, write_state
+from .quickstart_root import STATE, WRITES, FIELDS, INPUT_FIELDS, root_kind, clear_quickstart, write_state, read_state, continued, open_root
 from .training import train
 from .predict import Ensemble
 
 # %% auto #0
 __all__ = ['PRESETS', 'BUNDLED', 'QuickstartPreset', 'Stopwatch', 'class_data', 'build_tokenizer', 'build_datasets', 'configure',
            'merge', 'data_overrides', 'busy_warning', 'run_stage', 'ensemble_scores', 'quickstart', 'data_lines',
-           'summary_table']
+           'summary_table', 'STATE', 'WRITES', 'FIELDS', 'INPUT_FIELDS', 'root_kind', 'clear_quickstart', 'write_state',
+           'read_state', 'continued', 'open_root']
+
+# %% ../nbs/08d_quickstart.ipynb #0c89ed69
+_all_ = ['STATE', 'WRITES', 'FIELDS', 'INPUT_FIELDS', 'root_kind', 'clear_quickstart', 'write_state', 'read_state', 'continued', 'open_root']   # as before 08c_quickstart_root: `from txc.quickstart import open_root` keeps working
 
 # %% ../nbs/08d_quickstart.ipynb #77b33331
 @dataclass
